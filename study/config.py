@@ -1,0 +1,259 @@
+"""The sweep file: a typed, validated description of one merging study.
+
+Every model is frozen and forbids unknown fields, so a typo in a sweep is an error naming its YAML path
+(``methods[1].params.density``) rather than a silently ignored key. The shape is a contract other tools rely
+on: extend it, never rename a field. Loading does no heavy work (no torch, no model files): checks that need
+checkpoints live in ``study.validate``.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from study.errors import ConfigError
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+class KExpression(BaseModel):
+    """A parameter value written as ``c/k`` (``"1/k"`` = the mean of task vectors), resolved per cell.
+
+    Parsed by a regular expression, never evaluated: sweep files are data.
+    """
+
+    model_config = _FROZEN
+    numerator: float
+
+    @classmethod
+    def parse(cls, text: str) -> "KExpression | None":
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*/\s*k\s*", text)
+        return cls(numerator=float(m.group(1))) if m else None
+
+    def resolve(self, k: int) -> float:
+        return self.numerator / k
+
+    def __str__(self) -> str:
+        n = Fraction(self.numerator).limit_denominator(1000)
+        return f"{n}/k"
+
+
+def resolve_value(value: Any, k: int) -> Any:
+    """A parameter value as a method sees it for a cell merging ``k`` checkpoints."""
+    if isinstance(value, str):
+        expr = KExpression.parse(value)
+        if expr is not None:
+            return expr.resolve(k)
+    return value
+
+
+class ModelRef(BaseModel):
+    """A model: ``zoo:NAME``, a local directory, or a hub id with an optional revision.
+
+    ``trust_remote_code`` is off unless this checkpoint opts in explicitly (the report lists which did).
+    """
+
+    model_config = _FROZEN
+    model: str = Field(min_length=1)
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.model if self.revision is None else f"{self.model}@{self.revision}"
+
+
+def _model_ref(value: Any) -> Any:
+    return {"model": value} if isinstance(value, str) else value
+
+
+class BaseSpec(BaseModel):
+    """One base model and the fine-tuned checkpoints of it that the sweep merges."""
+
+    model_config = _FROZEN
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    model: ModelRef
+    checkpoints: list[ModelRef] = Field(min_length=1)
+
+    _coerce_model = field_validator("model", mode="before")(lambda cls, v: _model_ref(v))
+
+    @field_validator("checkpoints", mode="before")
+    @classmethod
+    def _coerce_checkpoints(cls, v: Any) -> Any:
+        return [_model_ref(x) for x in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "BaseSpec":
+        labels = [c.label for c in self.checkpoints]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"duplicate checkpoint(s) {', '.join(dupes)}: each checkpoint may appear once")
+        if self.model.label in labels:
+            raise ValueError(f"the base {self.model.label} is also listed as a checkpoint")
+        return self
+
+
+ParamScalar = Union[bool, int, float, str]
+ParamValue = Union[ParamScalar, list[ParamScalar]]
+
+
+class MethodSpec(BaseModel):
+    """A merge method and its hyper-parameters; a list value is a grid (every combination is a cell)."""
+
+    model_config = _FROZEN
+    name: str = Field(min_length=1)
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+    label: str | None = Field(default=None, description="name shown in figures; default: the method name")
+
+    def grid(self) -> list[dict[str, ParamScalar]]:
+        """Every combination of the listed values, in file order (deterministic)."""
+        combos: list[dict[str, ParamScalar]] = [{}]
+        for key, value in self.params.items():
+            values = value if isinstance(value, list) else [value]
+            combos = [{**c, key: v} for c in combos for v in values]
+        return combos
+
+
+class SubsetSpec(BaseModel):
+    """How checkpoint subsets are drawn: ``per_k`` seeded draws per k, exhaustive when C(n, k) <= per_k."""
+
+    model_config = _FROZEN
+    per_k: int = Field(default=3, ge=1)
+
+
+class EvaluationSpec(BaseModel):
+    """What each cell is scored on. Every field is part of a cell's key: changing one re-evaluates."""
+
+    model_config = _FROZEN
+    tasks: list[str] = Field(min_length=1)
+    limit: int | None = Field(default=None, ge=1, description="docs per task (None: all)")
+    batch_size: int = Field(default=16, ge=1)
+    max_gen_toks: int = Field(default=64, ge=1)
+    num_fewshot: int | None = Field(default=None, ge=0)
+    apply_chat_template: bool = False
+    backend: Literal["hf", "vllm"] = "hf"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    seed: int = 1234
+    ensemble: bool = Field(default=False, description="also evaluate the output ensemble of each subset (k forward passes)")
+    vllm: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments (GPU only)")
+
+
+class ExecutorSpec(BaseModel):
+    """Where cells run. Chosen explicitly (never auto-detected); ``--executor`` on the command line wins."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["local", "pool", "slurm"] = "local"
+    workers: int | None = Field(default=None, ge=1, description="pool: worker processes (default: GPUs or 1)")
+    partition: str | None = None
+    gpus_per_task: int = Field(default=0, ge=0)
+    cpus_per_task: int = Field(default=2, ge=1)
+    mem_gb: float = Field(default=16, gt=0)
+    time_min: int = Field(default=240, ge=1)
+    array_parallelism: int = Field(default=32, ge=1)
+    cells_per_task: int = Field(default=8, ge=1)
+    sbatch_extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class MergeSpec(BaseModel):
+    """How the driver merges: device and what to do with embedding rows beyond the base vocabulary."""
+
+    model_config = _FROZEN
+    device: str = "cpu"
+    vocab_mismatch: Literal["refuse", "truncate"] = "refuse"
+
+
+class Sweep(BaseModel):
+    """A whole study: bases x methods x k x subsets, and how to evaluate each cell."""
+
+    model_config = _FROZEN
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    bases: list[BaseSpec] = Field(min_length=1)
+    methods: list[MethodSpec] = Field(min_length=1)
+    ks: list[int] = Field(min_length=1)
+    subsets: SubsetSpec = Field(default_factory=SubsetSpec)
+    evaluation: EvaluationSpec
+    merge: MergeSpec = Field(default_factory=MergeSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    description: str | None = None
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, ks: list[int]) -> list[int]:
+        bad = [k for k in ks if k < 1]
+        if bad:
+            raise ValueError(f"k must be >= 1 (k = 1 means single checkpoints), got {bad}")
+        if len(set(ks)) != len(ks):
+            raise ValueError(f"ks has duplicates: {ks}")
+        return sorted(ks)
+
+    @model_validator(mode="after")
+    def _k_fits(self) -> "Sweep":
+        for i, base in enumerate(self.bases):
+            too_big = [k for k in self.ks if k > len(base.checkpoints)]
+            if too_big:
+                raise ValueError(
+                    f"bases[{i}] ({base.name}) has {len(base.checkpoints)} checkpoints but ks asks for "
+                    f"k = {too_big}: lower ks or add checkpoints"
+                )
+        names = [b.name for b in self.bases]
+        if len(set(names)) != len(names):
+            raise ValueError(f"base names must be distinct, got {names}")
+        return self
+
+
+def _yaml_path(loc: tuple[Any, ...]) -> str:
+    """``("methods", 2, "params", "density")`` → ``methods[2].params.density``; pydantic's union tags dropped."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "[" not in str(part):
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _describe(err: dict[str, Any]) -> str:
+    path = _yaml_path(tuple(err["loc"]))
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{path}: unknown field (check its spelling against the sweep schema in README.md)"
+    if kind == "missing":
+        return f"{path}: required field is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    got_s = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    return f"{path}: {msg}{got_s}"
+
+
+def parse_sweep(data: Any, source: str = "<sweep>") -> Sweep:
+    """Validate already-loaded YAML data; errors name ``source`` and the YAML path of the bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a sweep file must be a YAML mapping at the top level")
+    try:
+        return Sweep.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _describe(errors[0])
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(f"{source}: {first}{more}") from None
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and validate a sweep file with ``yaml.safe_load`` (sweep files are data, never code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: sweep file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: YAML syntax error: {problem}") from None
+    return parse_sweep(data, str(path))

@@ -1,0 +1,29 @@
+"""Where cells run: ``local`` (in-process), ``pool`` (worker processes), ``slurm`` (submitit job arrays).
+
+Chosen explicitly by ``--executor`` or the sweep's ``executor:`` block, never auto-detected (submitit picks
+Slurm by itself whenever ``srun`` is on PATH; we do not want that).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from study.errors import UserError
+from study.executors.base import Executor, RunSummary
+
+_KINDS = {"local": "study.executors.local:LocalExecutor", "pool": "study.executors.pool:PoolExecutor",
+          "slurm": "study.executors.slurm:SlurmExecutor"}
+
+
+def get_executor(kind: str) -> Executor:
+    if kind not in _KINDS:
+        raise UserError(f"unknown executor {kind!r}: choose one of {', '.join(_KINDS)}")
+    module, _, cls = _KINDS[kind].partition(":")
+    try:
+        return getattr(importlib.import_module(module), cls)()
+    except ImportError as exc:
+        extra = " (install the cluster extra: pip install 'merge-study[cluster]')" if kind == "slurm" else ""
+        raise UserError(f"executor {kind!r} is not available: {exc}{extra}") from None
+
+
+__all__ = ["Executor", "RunSummary", "get_executor"]

@@ -1,0 +1,202 @@
+"""The streaming merge driver: one tensor name at a time across the base and all checkpoints.
+
+Peak memory is about (k + 2) times the largest tensor, never k times the model: for each name the driver
+reads the base tensor and the k checkpoint tensors, checks them (present, same shape, finite), hands them to
+the method in float32 on the chosen device, casts the result back to the base dtype and yields it. Methods
+that need a global statistic declare a ``prepass``, which gets its own streaming pass first.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from study.errors import MergeInputError
+from study.methods.registry import MethodInfo, get_method
+from study.tensors import TensorSource, open_source
+
+EMBEDDING_MARKERS = ("embed_tokens", "lm_head", "wte", "embed_out")
+
+
+@dataclass
+class MergeInputs:
+    """What a method's prepass sees: the sources and a way to stream aligned float32 tensors."""
+
+    base: TensorSource
+    checkpoints: list[TensorSource]
+    device: str
+    vocab_mismatch: str = "refuse"
+
+    def tensor_names(self) -> list[str]:
+        return self.base.names()
+
+    def load(self, name: str) -> tuple[Any, list[Any]]:
+        """Base tensor and each checkpoint's tensor for ``name``, checked, float32, on the device."""
+        import torch
+
+        base = self.base.get(name)
+        target_shape = tuple(base.shape)
+        tensors = []
+        for src in self.checkpoints:
+            if name not in set(src.names()):
+                raise MergeInputError(f"tensor {name} is in the base but missing from checkpoint {src.path}")
+            t = src.get(name)
+            if tuple(t.shape) != target_shape:
+                t = self._fit_vocab(name, t, target_shape, src)
+            tensors.append(t)
+        for src, t in [(self.base, base), *zip(self.checkpoints, tensors)]:
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise MergeInputError(f"tensor {name} of {src.path} has non-finite values (NaN or Inf)")
+        if not base.is_floating_point():
+            return base, tensors
+        return base.to(self.device, torch.float32), [t.to(self.device, torch.float32) for t in tensors]
+
+    def _fit_vocab(self, name: str, t: Any, shape: tuple[int, ...], src: TensorSource) -> Any:
+        is_embedding = any(m in name for m in EMBEDDING_MARKERS)
+        extra_rows = is_embedding and tuple(t.shape[1:]) == shape[1:] and t.shape[0] > shape[0]
+        if extra_rows and self.vocab_mismatch == "truncate":
+            return t[: shape[0]]
+        hint = (
+            " (extra vocabulary rows: set merge.vocab_mismatch: truncate in the sweep to drop them)"
+            if extra_rows
+            else ""
+        )
+        raise MergeInputError(
+            f"tensor {name}: shape {tuple(t.shape)} in checkpoint {src.path} != {shape} in the base{hint}"
+        )
+
+    def iter_tensors(self, progress: Callable[[str], None] | None = None) -> Iterator[tuple[str, Any, list[Any]]]:
+        for name in self.tensor_names():
+            if progress:
+                progress(name)
+            base, tensors = self.load(name)
+            yield name, base, tensors
+
+
+def _accepts(fn: Callable[..., Any], arg: str) -> bool:
+    return arg in inspect.signature(fn).parameters
+
+
+def open_inputs(
+    base: Path | None, checkpoints: list[Path], *, device: str = "cpu", vocab_mismatch: str = "refuse"
+) -> MergeInputs:
+    """Open the base and checkpoints as tensor sources; a method without a base uses the first checkpoint's layout."""
+    base_src = open_source(base) if base is not None else None
+    ckpts = [open_source(Path(p), base_src) for p in checkpoints]
+    if base_src is None:
+        base_src = ckpts[0]
+    return MergeInputs(base_src, ckpts, device, vocab_mismatch)
+
+
+def iter_merge(
+    inputs: MergeInputs,
+    method: str | MethodInfo,
+    params: dict[str, Any],
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> Iterator[tuple[str, Any]]:
+    """Yield ``(name, merged tensor)`` for every tensor of the base, in the base's dtype, on the CPU.
+
+    ``params`` are already resolved (defaults filled, ``1/k`` replaced); non-float tensors (integer buffers)
+    are copied from the base.
+    """
+    import torch
+
+    info = method if isinstance(method, MethodInfo) else get_method(method)
+    info.check_k(len(inputs.checkpoints))
+    kwargs = info.call_kwargs(params)
+    context = info.prepass(inputs, params) if info.prepass is not None else None
+    pass_name = _accepts(info.fn, "tensor_name")
+    pass_context = _accepts(info.fn, "context")
+    for name in inputs.tensor_names():
+        if progress:
+            progress(name)
+        dtype = inputs.base.dtype(name)
+        if not dtype.startswith(("float", "bfloat")):
+            yield name, inputs.base.get(name)
+            continue
+        base, tensors = inputs.load(name)
+        extra: dict[str, Any] = {}
+        if pass_name:
+            extra["tensor_name"] = name
+        if pass_context:
+            extra["context"] = context
+        merged = info.fn(base if info.needs_base else None, tensors, **kwargs, **extra)
+        if tuple(merged.shape) != tuple(base.shape):
+            raise MergeInputError(f"method {info.name} returned shape {tuple(merged.shape)} for {name}, expected {tuple(base.shape)}")
+        yield name, merged.to("cpu", getattr(torch, dtype)).contiguous()
+
+
+def merge_state_dict(inputs: MergeInputs, method: str | MethodInfo, params: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    """The whole merged state dict in memory (one model's worth), for in-memory evaluation."""
+    return dict(iter_merge(inputs, method, params, **kw))
+
+
+MODEL_FILES = (
+    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+)
+
+
+def write_merged(
+    inputs: MergeInputs,
+    method: str | MethodInfo,
+    params: dict[str, Any],
+    out: Path,
+    *,
+    shard_bytes: int = 2 * 1024**3,
+    progress: Callable[[str], None] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write a Hugging Face model directory (config, tokenizer, safetensors shards) that Auto classes load.
+
+    Tensors are flushed shard by shard, so writing holds at most one shard in memory; the directory is built
+    under a temporary name and renamed into place.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    layout_dir = Path(inputs.base.path)
+    for fname in MODEL_FILES:
+        if (layout_dir / fname).is_file():
+            shutil.copy2(layout_dir / fname, tmp / fname)
+    meta = {"format": "pt", "merge_study": json.dumps(metadata or {}, sort_keys=True)}
+    shard: dict[str, Any] = {}
+    size = 0
+    shards: list[list[str]] = []
+
+    def flush() -> None:
+        nonlocal shard, size
+        if shard:
+            shards.append(list(shard))
+            save_file(shard, str(tmp / f"shard-{len(shards):05d}.safetensors"), metadata=meta)
+            shard, size = {}, 0
+
+    for name, tensor in iter_merge(inputs, method, params, progress=progress):
+        nbytes = tensor.numel() * tensor.element_size()
+        if shard and size + nbytes > shard_bytes:
+            flush()
+        shard[name] = tensor
+        size += nbytes
+    flush()
+    n = len(shards)
+    if n == 1:
+        (tmp / "shard-00001.safetensors").rename(tmp / "model.safetensors")
+    else:
+        weight_map = {}
+        for i, names in enumerate(shards, 1):
+            final = f"model-{i:05d}-of-{n:05d}.safetensors"
+            (tmp / f"shard-{i:05d}.safetensors").rename(tmp / final)
+            weight_map.update({name: final for name in names})
+        (tmp / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out

@@ -1,0 +1,133 @@
+"""Small tensor helpers shared by several methods (task vectors, weighted sums, TIES' sign election)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import Tensor
+
+
+def task_vectors(base: Tensor, tensors: list[Tensor]) -> list[Tensor]:
+    """τᵢ = θᵢ − θ₀."""
+    return [t - base for t in tensors]
+
+
+def weighted_sum(tensors: list[Tensor], weight: list[float]) -> Tensor:
+    """Σ wᵢ tᵢ, accumulated in the inputs' dtype (the driver hands methods float32)."""
+    out = torch.zeros_like(tensors[0])
+    for t, w in zip(tensors, weight):
+        out.add_(t, alpha=float(w))
+    return out
+
+
+def stack_weights(weight: list[float], like: Tensor) -> Tensor:
+    """Per-model weights shaped to broadcast against a ``(T, *shape)`` stack."""
+    return torch.tensor(weight, dtype=like.dtype, device=like.device).view(-1, *([1] * (like.dim() - 1)))
+
+
+def disjoint_merge(deltas: Tensor, weight: list[float]) -> Tensor:
+    """TIES steps 2–3 on a ``(T, *shape)`` stack of (trimmed) task vectors.
+
+    Elect γ = sign(Σ wᵢ τ̂ᵢ) per entry (an exact zero elects +), then average wᵢ τ̂ᵢ over the models whose τ̂ᵢ
+    is non-zero and has sign γ, dividing by the sum of their weights (0 where none agrees). This is
+    mergekit's ``ties`` with ``normalize: true``.
+    """
+    w = stack_weights(weight, deltas)
+    weighted = deltas * w
+    elected = torch.where(weighted.sum(dim=0) >= 0, 1.0, -1.0).to(deltas.dtype)
+    agree = (torch.sign(deltas) == elected) & (deltas != 0)
+    total = (weighted * agree).sum(dim=0)
+    norm = (w * agree).sum(dim=0)
+    return torch.where(norm != 0, total / torch.where(norm == 0, torch.ones_like(norm), norm), torch.zeros_like(total))
+
+
+def keep_top_magnitude(delta: Tensor, density: float) -> Tensor:
+    """Zero all but the ``max(1, floor(density·n))`` entries of largest |value| (mergekit's count).
+
+    Uses ``kthvalue`` on the magnitudes instead of a full sort; ties at the threshold may keep a few extra
+    entries, which methods.md leaves unspecified.
+    """
+    n = delta.numel()
+    keep = max(1, int(density * n))
+    if keep >= n:
+        return delta
+    mag = delta.abs().flatten()
+    threshold = torch.kthvalue(mag.float(), n - keep + 1).values
+    return torch.where(delta.abs() >= threshold, delta, torch.zeros_like(delta))
+
+
+EMBEDDING_MARKERS = ("embed_tokens", "lm_head")
+PROJECTION_MARKERS = (
+    ".self_attn.q_proj.weight",
+    ".self_attn.k_proj.weight",
+    ".self_attn.v_proj.weight",
+    ".self_attn.o_proj.weight",
+    ".mlp.gate_proj.weight",
+    ".mlp.up_proj.weight",
+    ".mlp.down_proj.weight",
+)
+
+
+def is_2d_non_embedding(name: str | None, tensor: Tensor) -> bool:
+    """methods.md's scope of the subspace methods: two dimensions, not ``embed_tokens`` / ``lm_head``."""
+    return tensor.dim() == 2 and not any(m in (name or "") for m in EMBEDDING_MARKERS)
+
+
+def is_projection(name: str | None) -> bool:
+    """methods.md's "projection": an attention or MLP projection weight (subspace boosting's scope)."""
+    return any(m in (name or "") for m in PROJECTION_MARKERS)
+
+
+def mean_of(tensors: list[Tensor]) -> Tensor:
+    """The unweighted mean, the subspace methods' rule for tensors outside their SVD scope."""
+    return weighted_sum(tensors, [1.0] * len(tensors)) / len(tensors)
+
+
+def svd(matrix: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Thin SVD ``(U, S, Vh)`` in float32, singular values descending.
+
+    The default LAPACK/cuSOLVER routine (divide and conquer) occasionally fails to converge on
+    ill-conditioned task vectors; methods.md asks for a retry with ``gesvd`` (slower, more robust). On CUDA
+    that is torch's ``driver="gesvd"``; on the CPU torch offers no driver choice, so SciPy's ``gesvd`` runs.
+    """
+    x = matrix.float()
+    try:
+        return torch.linalg.svd(x, full_matrices=False)
+    except RuntimeError:
+        if x.is_cuda:
+            return torch.linalg.svd(x, full_matrices=False, driver="gesvd")
+        import scipy.linalg
+
+        u, s, vh = scipy.linalg.svd(x.numpy(), full_matrices=False, lapack_driver="gesvd")
+        return tuple(torch.from_numpy(a).to(matrix.device) for a in (u, s, vh))  # type: ignore[return-value]
+
+
+def orthogonalise(matrix: Tensor) -> Tensor:
+    """The nearest matrix with orthonormal columns (or rows): ``P Qᵀ`` from the thin SVD ``P Σ Qᵀ``."""
+    p, _, qh = svd(matrix)
+    return p @ qh
+
+
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed from a SHA-256 digest of the parts (Python's ``hash()`` changes between processes)."""
+    text = "\x1f".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def dare_mask(shape: torch.Size | tuple[int, ...], density: float, seed: int, index: int, name: str | None) -> Tensor:
+    """DARE's keep mask (float 0/1, on the CPU): each entry kept with probability ``density``.
+
+    Drawn on the CPU from a generator seeded by (seed, model index, tensor name), so a merge is reproducible
+    across processes and gives the same masks on the CPU and on a GPU.
+    """
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(stable_seed("dare", seed, index, name))
+    return (torch.rand(tuple(shape), generator=gen) < density).float()
+
+
+def dare_rescale(deltas: list[Tensor], density: float, seed: int, name: str | None) -> list[Tensor]:
+    """Drop each entry of τᵢ with probability 1 − density and divide survivors by density (Yu et al. 2024)."""
+    if density >= 1.0:
+        return deltas
+    return [d * dare_mask(d.shape, density, seed, i, name).to(d.device) / density for i, d in enumerate(deltas)]

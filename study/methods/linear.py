@@ -1,0 +1,18 @@
+"""Model Soup / weighted average: θ = Σ wᵢ θᵢ / Σ wᵢ (Wortsman et al. 2022). No base needed."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from study.methods.common import weighted_sum
+from study.methods.registry import merge_method
+
+
+@merge_method(
+    "linear",
+    reference="Wortsman et al. 2022, Model soups, https://arxiv.org/abs/2203.05482",
+    needs_base=False,
+)
+def linear(base: Tensor | None, tensors: list[Tensor], *, weight: list[float] = 1.0) -> Tensor:  # type: ignore[assignment]
+    """Weighted average of the checkpoints' weights."""
+    return weighted_sum(tensors, weight) / sum(weight)

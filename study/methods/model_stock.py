@@ -1,0 +1,42 @@
+"""Model Stock (Jang et al. 2024, arXiv 2403.19522), with mergekit's per-tensor semantics.
+
+Per tensor, flattened: cᵢⱼ = ⟨τᵢ, τⱼ⟩ / max(‖τᵢ‖‖τⱼ‖, 1e-6) clamped to [−1, 1]; cosθ = mean over pairs;
+t = T·cosθ / (1 + (T − 1)·cosθ); θ = t · mean(θᵢ) + (1 − t) · θ₀. The interpolation ratio needs at least two
+task vectors, so the method is not applicable at k = 1. Where 1 + (T − 1)·cosθ is (numerically) zero there is
+no finite ratio; like mergekit we keep the base there (t = 0) rather than amplify opposing updates.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from study.methods.common import mean_of
+from study.methods.registry import merge_method
+
+
+def stock_ratio(base: Tensor, tensors: list[Tensor]) -> float:
+    """Model Stock's interpolation ratio t for one tensor."""
+    deltas = [(t - base).flatten() for t in tensors]
+    cosines = []
+    for i, a in enumerate(deltas):
+        for b in deltas[i + 1 :]:
+            norm = (torch.linalg.vector_norm(a) * torch.linalg.vector_norm(b)).clamp(min=1e-6)
+            cosines.append((torch.dot(a, b) / norm).clamp(-1, 1))
+    cos = torch.stack(cosines).mean()
+    count = len(tensors)
+    denominator = 1 + (count - 1) * cos
+    if float(denominator.abs()) < 1e-6:
+        return 0.0
+    return float(count * cos / denominator)
+
+
+@merge_method(
+    "model_stock",
+    reference="Jang et al. 2024, Model Stock, https://arxiv.org/abs/2403.19522",
+    min_k=2,
+)
+def model_stock(base: Tensor, tensors: list[Tensor]) -> Tensor:
+    """Interpolate between the base and the checkpoints' mean by a ratio set by the task vectors' angles."""
+    t = stock_ratio(base, tensors)
+    return t * mean_of(tensors) + (1 - t) * base

@@ -1,0 +1,46 @@
+"""Task Singular Vectors merge, TSV-M (Gargiulo et al., CVPR 2025, arXiv 2412.00081).
+
+For a 2-D non-embedding tensor each task vector contributes its top b = ⌊r/T⌋ singular triplets to block i of
+stacked factors U (rows × r), S (r) and Vᵀ (r × cols); U and Vᵀ are then replaced by their nearest orthonormal
+matrices (P Qᵀ from their own thin SVD), which removes the interference between tasks' subspaces, and
+merged = U⊥ diag(S) Vᵀ⊥. Every other tensor takes the mean of the task vectors. θ = θ₀ + alpha · merged.
+Per-model weights are ignored, as in the reference code (``AntoAndGar/task_singular_vectors``). Columns past
+T·b stay zero, so they contribute nothing (the reference's layout).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from study.methods.common import is_2d_non_embedding, mean_of, orthogonalise, svd, task_vectors
+from study.methods.registry import merge_method
+
+
+def tsv_delta(deltas: list[Tensor]) -> Tensor:
+    """TSV-M's merged task vector for one matrix."""
+    rows, cols = deltas[0].shape
+    r = min(rows, cols)
+    b = r // len(deltas)
+    u = deltas[0].new_zeros(rows, r)
+    s = deltas[0].new_zeros(r)
+    vh = deltas[0].new_zeros(r, cols)
+    for i, tv in enumerate(deltas):
+        ui, si, vhi = svd(tv)
+        u[:, i * b : (i + 1) * b] = ui[:, :b]
+        s[i * b : (i + 1) * b] = si[:b]
+        vh[i * b : (i + 1) * b, :] = vhi[:b, :]
+    return orthogonalise(u) @ torch.diag(s) @ orthogonalise(vh)
+
+
+@merge_method(
+    "tsv_merge",
+    reference="Gargiulo et al. 2025, Task Singular Vectors: Reducing Task Interference in Model Merging, "
+    "https://arxiv.org/abs/2412.00081",
+)
+def tsv_merge(base: Tensor, tensors: list[Tensor], *, alpha: float = 1.0, tensor_name: str | None = None) -> Tensor:
+    """Keep each task's top singular directions, decorrelate them, add alpha times the result."""
+    deltas = task_vectors(base, tensors)
+    if is_2d_non_embedding(tensor_name, base):
+        return base + alpha * tsv_delta(deltas).to(base.device)
+    return base + alpha * mean_of(deltas)

@@ -1,0 +1,235 @@
+"""The result store: one checksummed record per cell, written atomically, safe for many writers.
+
+Layout under the store directory::
+
+    records/ab/<cell_id>.json         the record (status done | failed | not_applicable), with a checksum
+    samples/ab/<cell_id>.jsonl.gz     per-sample generations and choices (their sha256 is in the record)
+    claims/<cell_id>.claim            who is computing the cell now, until when
+    history/<cell_id>.<n>.json        failed records replaced by a retry (append-only: nothing is deleted)
+    plan.json, sweep.yaml             the last plan and sweep that ran here (for status and provenance)
+
+Every file is written to a temporary name in the same directory, fsynced and renamed into place, so a reader
+(or a killed writer) never sees half a record, and a shared filesystem with Slurm tasks on several nodes is
+fine. A record whose checksum does not match is treated as missing: ``verify-store`` reports it and the next
+run recomputes the cell.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import io
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from study.errors import UserError
+
+DONE, FAILED, NOT_APPLICABLE = "done", "failed", "not_applicable"
+CLAIM_TTL_S = 15 * 60
+
+
+class StoreFullError(UserError):
+    """The disk filled while writing a record: nothing partial was left; free space and run again."""
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def checksum(record: dict[str, Any]) -> str:
+    return hashlib.sha256(_canonical({k: v for k, v in record.items() if k != "checksum"})).hexdigest()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` under a temporary name, fsync, rename into place; no partial file on any failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise StoreFullError(f"{path.parent}: disk full while writing {path.name}; free space and run again "
+                                 f"(finished cells are kept)") from None
+        raise
+
+
+@dataclass
+class Claim:
+    owner: str
+    host: str
+    pid: int
+    expires: float
+
+
+def worker_id() -> str:
+    job = os.environ.get("SLURM_JOB_ID")
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    slurm = f":slurm{job}" + (f"_{task}" if task else "") if job else ""
+    return f"{socket.gethostname()}:{os.getpid()}{slurm}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Store:
+    """A directory of cell records. Opening creates it; a path that is a file is a user error."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"{self.root}: the store path is a file, not a directory: choose another --store")
+        for sub in ("records", "samples", "claims", "history"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def _record_path(self, cell_id: str) -> Path:
+        return self.root / "records" / cell_id[:2] / f"{cell_id}.json"
+
+    def _samples_path(self, cell_id: str) -> Path:
+        return self.root / "samples" / cell_id[:2] / f"{cell_id}.jsonl.gz"
+
+    def _claim_path(self, cell_id: str) -> Path:
+        return self.root / "claims" / f"{cell_id}.claim"
+
+    def get(self, cell_id: str) -> dict[str, Any] | None:
+        """The cell's record if present and intact (checksum matches), else None."""
+        path = self._record_path(cell_id)
+        try:
+            record = json.loads(path.read_bytes())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        if not isinstance(record, dict) or record.get("checksum") != checksum(record):
+            return None
+        return record
+
+    def status(self, cell_id: str) -> str | None:
+        rec = self.get(cell_id)
+        return None if rec is None else rec["status"]
+
+    def put(self, record: dict[str, Any], samples: list[dict[str, Any]] | None = None) -> None:
+        """Write a record (and its samples first, so a record never points at missing samples).
+
+        A done record is final; writing over a failed one keeps the old one under ``history/``.
+        """
+        cell_id = record["cell_id"]
+        if samples is not None:
+            buf = io.BytesIO()
+            with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
+                for s in samples:
+                    gz.write(_canonical(s) + b"\n")
+            data = buf.getvalue()
+            atomic_write(self._samples_path(cell_id), data)
+            record = {**record, "samples_sha256": hashlib.sha256(data).hexdigest(), "n_samples": len(samples)}
+        old = self.get(cell_id)
+        if old is not None:
+            if old["status"] == DONE:
+                return
+            n = len(list((self.root / "history").glob(f"{cell_id}.*.json")))
+            atomic_write(self.root / "history" / f"{cell_id}.{n}.json", _canonical(old))
+        record = {**record, "checksum": ""}
+        record["checksum"] = checksum(record)
+        atomic_write(self._record_path(cell_id), json.dumps(record, indent=1, sort_keys=True).encode())
+
+    def samples(self, cell_id: str) -> list[dict[str, Any]]:
+        with gzip.open(self._samples_path(cell_id), "rb") as gz:
+            return [json.loads(line) for line in gz if line.strip()]
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        for path in sorted((self.root / "records").glob("*/*.json")):
+            rec = self.get(path.stem)
+            if rec is not None:
+                yield rec
+
+    def verify(self) -> list[tuple[str, str]]:
+        """Every problem found: (file, what is wrong). Corrupt records are recomputed by the next run."""
+        problems = []
+        for path in sorted((self.root / "records").glob("*/*.json")):
+            try:
+                record = json.loads(path.read_bytes())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                problems.append((str(path), "not valid JSON (truncated or edited)"))
+                continue
+            if not isinstance(record, dict) or record.get("checksum") != checksum(record):
+                problems.append((str(path), "checksum mismatch (edited or corrupted)"))
+                continue
+            if "samples_sha256" in record:
+                spath = self._samples_path(record["cell_id"])
+                if not spath.is_file():
+                    problems.append((str(spath), "samples file missing"))
+                elif hashlib.sha256(spath.read_bytes()).hexdigest() != record["samples_sha256"]:
+                    problems.append((str(spath), "samples checksum mismatch"))
+        return problems
+
+    def claim(self, cell_id: str, ttl_s: float = CLAIM_TTL_S) -> bool:
+        """Take the cell for this worker; False if another live worker holds it.
+
+        ``O_CREAT | O_EXCL`` makes creation atomic (also on NFS v3+). A claim past its expiry, or one held by a
+        dead process on this host, is broken by renaming it away first, so two breakers cannot both win.
+        """
+        path = self._claim_path(cell_id)
+        me = worker_id()
+        body = _canonical({"owner": me, "host": socket.gethostname(), "pid": os.getpid(), "expires": time.time() + ttl_s})
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                current = self.read_claim(cell_id)
+                if current is not None and current.owner == me:
+                    return True
+                if current is not None and not self._stale(current):
+                    return False
+                grave = path.with_name(f"{path.name}.stale.{os.getpid()}.{time.monotonic_ns()}")
+                try:
+                    os.rename(path, grave)
+                    grave.unlink(missing_ok=True)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(body)
+            return True
+        return False
+
+    def _stale(self, claim: Claim) -> bool:
+        if claim.expires < time.time():
+            return True
+        return claim.host == socket.gethostname() and not _pid_alive(claim.pid)
+
+    def read_claim(self, cell_id: str) -> Claim | None:
+        try:
+            d = json.loads(self._claim_path(cell_id).read_bytes())
+            return Claim(d["owner"], d["host"], int(d["pid"]), float(d["expires"]))
+        except (FileNotFoundError, json.JSONDecodeError, KeyError, ValueError):
+            return None
+
+    def refresh_claim(self, cell_id: str, ttl_s: float = CLAIM_TTL_S) -> None:
+        """Extend our claim while a long cell runs (a heartbeat), so it is not taken as stale."""
+        current = self.read_claim(cell_id)
+        if current is not None and current.owner == worker_id():
+            body = _canonical({**current.__dict__, "expires": time.time() + ttl_s})
+            atomic_write(self._claim_path(cell_id), body)
+
+    def release(self, cell_id: str) -> None:
+        current = self.read_claim(cell_id)
+        if current is not None and current.owner == worker_id():
+            self._claim_path(cell_id).unlink(missing_ok=True)
+
+    def write_meta(self, name: str, data: bytes) -> None:
+        atomic_write(self.root / name, data)

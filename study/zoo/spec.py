@@ -1,0 +1,96 @@
+"""What the mini zoo is: every constant that determines its contents, and the hash that names a build.
+
+The build directory is ``zoo-<arch>-<hash[:12]>`` where the hash covers this module's constants, the
+skills, the tasks, ``ZOO_VERSION`` and a digest of the data the skills produce (every evaluation document
+and a sample of every expert's training examples), so editing a skill's generator also renames the zoo.
+Change the training loop or the model code without changing a constant and you must bump ``ZOO_VERSION``:
+code is not hashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cache
+from typing import Any
+
+from study.zoo.model import Shape, check_arch
+from study.zoo.skills import HELDOUT_PERCENT, SKILLS, capitals, colours, drawer, mixture, rng
+from study.zoo.tasks import FINAL_ANSWER, TASKS, documents, spec_dicts
+from study.zoo.train import THREADS, Schedule
+
+ZOO_VERSION = "1"
+
+SHAPE = Shape(hidden=128, intermediate=256, layers=4, heads=4, kv_heads=2)
+BASE_SCHEDULE = Schedule(steps=700, lr=3e-3, batch=32, warmup=30, final_fraction=0.1)
+EXPERT_SCHEDULE = Schedule(steps=150, lr=5e-4, batch=32, warmup=10, final_fraction=1.0)
+BASE_STEPS_SHARE = 0.5
+"""Share of the base's ``add`` examples written step by step: the base knows both formats, so the two
+``add`` experts differ only in which one fine-tuning made habitual."""
+
+EXPERTS: dict[str, tuple[str, str]] = {
+    "add": ("add", "short"),
+    "add_steps": ("add", "steps"),
+    "mulmod": ("mulmod", "short"),
+    "first": ("first", "short"),
+    "last": ("last", "short"),
+    "next": ("next", "short"),
+    "capital": ("capital", "short"),
+    "colour": ("colour", "short"),
+    "max": ("max", "short"),
+    "count": ("count", "short"),
+}
+"""Expert name -> (skill, answer format) it is fine-tuned on."""
+
+SEED = "merge-study-zoo"
+"""Root of every seed (model init, training batches): combined with the model's name through a digest."""
+
+
+def own_task(expert: str) -> str:
+    """The task that measures the skill ``expert`` was fine-tuned on."""
+    skill = EXPERTS[expert][0]
+    return next(t.name for t in TASKS.values() if t.skill == skill)
+
+
+def spec(arch: str) -> dict[str, Any]:
+    """Everything that determines a zoo of architecture ``arch``, as JSON-able data."""
+    return {
+        "zoo_version": ZOO_VERSION,
+        "arch": check_arch(arch),
+        "seed": SEED,
+        "shape": SHAPE.as_dict(),
+        "base_schedule": BASE_SCHEDULE.as_dict(),
+        "expert_schedule": EXPERT_SCHEDULE.as_dict(),
+        "base_steps_share": BASE_STEPS_SHARE,
+        "experts": EXPERTS,
+        "skills": {name: s.description for name, s in SKILLS.items()},
+        "heldout_percent": HELDOUT_PERCENT,
+        "tasks": spec_dicts(),
+        "final_answer_regex": FINAL_ANSWER,
+        "threads": THREADS,
+        "data_digest": data_digest(),
+    }
+
+
+@cache
+def data_digest() -> str:
+    """SHA-256 of what the skills generate: tables, evaluation documents, sample training examples."""
+    h = hashlib.sha256()
+    h.update(json.dumps([capitals(), colours()], sort_keys=True).encode())
+    for task in TASKS.values():
+        h.update(json.dumps(documents(task), sort_keys=True).encode())
+    draws = [mixture(list(SKILLS), BASE_STEPS_SHARE)] + [drawer(s, f) for s, f in EXPERTS.values()]
+    for draw in draws:
+        r = rng("spec-sample")
+        h.update(json.dumps([draw(r) for _ in range(20)]).encode())
+    return h.hexdigest()
+
+
+def spec_hash(arch: str) -> str:
+    """SHA-256 of ``spec(arch)`` as canonical JSON."""
+    text = json.dumps(spec(arch), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def dir_name(arch: str) -> str:
+    return f"zoo-{arch}-{spec_hash(arch)[:12]}"

@@ -1,0 +1,136 @@
+"""Supervised training of zoo models: answers-only loss on freshly sampled prompt/completion pairs.
+
+Every step draws a new batch from a seeded generator, so a run is a pure function of (initial weights,
+skill mixture, schedule, seed). The loss is averaged per example, then over the batch: a 57-character
+step-by-step answer then weighs as much as a one-character answer, and mixing formats does not let the
+long one dominate the base's training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+THREADS = 2
+"""Torch threads while training: the zoo is too small to gain from more, and a fixed count keeps runs
+reproducible on any machine."""
+
+Example = tuple[str, str]
+"""(prompt, completion): the model sees both and is trained on the completion only."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """AdamW steps with linear warm-up then cosine decay to ``lr * final_fraction``."""
+
+    steps: int
+    lr: float
+    batch: int = 32
+    warmup: int = 20
+    final_fraction: float = 0.1
+    weight_decay: float = 0.0
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        progress = (step - self.warmup) / max(1, self.steps - self.warmup)
+        return self.lr * (self.final_fraction + (1 - self.final_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int = THREADS) -> Iterator[None]:
+    """Run with ``n`` torch threads, restoring the caller's setting afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def encode_batch(
+    examples: list[Example], tokenizer: PreTrainedTokenizerFast
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 outside completions).
+
+    The prompt is encoded as lm-eval encodes a context (with ``<s>``), the completion without special tokens
+    and followed by ``</s>``, so the model also learns to end the document after the newline.
+    """
+    import torch
+
+    prompts = tokenizer([p for p, _ in examples]).input_ids
+    answers = tokenizer([c for _, c in examples], add_special_tokens=False).input_ids
+    rows = [(p, a + [tokenizer.eos_token_id]) for p, a in zip(prompts, answers)]
+    width = max(len(p) + len(a) for p, a in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (p, a) in enumerate(rows):
+        n = len(p) + len(a)
+        ids[i, :n] = torch.tensor(p + a)
+        mask[i, :n] = 1
+        labels[i, len(p) : n] = torch.tensor(a)
+    return ids, mask, labels
+
+
+def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over each example's labelled tokens, then over the batch."""
+    import torch.nn.functional as F
+
+    logits, labels = logits[:, :-1], labels[:, 1:]
+    token = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), reduction="none")
+    token = token.view(labels.shape)
+    counts = (labels != -100).sum(dim=1).clamp(min=1)
+    return (token.sum(dim=1) / counts).mean()
+
+
+def train(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    draw: Callable[[random.Random], Example],
+    schedule: Schedule,
+    *,
+    seed: int,
+    desc: str = "train",
+    progress: bool = False,
+) -> list[float]:
+    """Train ``model`` in place on batches of ``draw(rng)``; return the loss of every step."""
+    import torch
+    from tqdm.auto import tqdm
+
+    r = random.Random(seed)
+    torch.manual_seed(seed)
+    model.train()
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=schedule.lr, betas=(0.9, 0.95), weight_decay=schedule.weight_decay
+    )
+    losses: list[float] = []
+    with torch_threads(), tqdm(total=schedule.steps, desc=desc, disable=not progress, leave=False) as bar:
+        for step in range(schedule.steps):
+            for group in opt.param_groups:
+                group["lr"] = schedule.lr_at(step)
+            ids, mask, labels = encode_batch([draw(r) for _ in range(schedule.batch)], tokenizer)
+            loss = per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.item())
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return losses
