@@ -52,14 +52,31 @@ die() {
     exit 1
 }
 
-# wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.2 s until it succeeds or the deadline passes.
+# wait_for SECONDS DAEMON COMMAND...: poll COMMAND every 0.2 s until it succeeds (0) or the deadline passes
+# (1). DAEMON ("-" for none) is watched too: once it has had 2 s to write its pid file and is not alive,
+# waiting longer is pointless (2), so a daemon that dies at once (port taken) is reported at once.
 wait_for() {
-    local deadline=$((SECONDS + $1)) what=$2
+    local t0=$SECONDS deadline=$((SECONDS + $1)) daemon=$2
     shift 2
     until "$@" >/dev/null 2>&1; do
         ((SECONDS < deadline)) || return 1
+        if [[ $daemon != - ]] && ((SECONDS - t0 >= 2)) && ! live_pid "$daemon" >/dev/null; then
+            return 2
+        fi
         sleep 0.2
     done
+}
+
+# await_daemon SECONDS NAME HINT COMMAND...: wait_for, or die naming the daemon, what went wrong and its log.
+await_daemon() {
+    local secs=$1 name=$2 hint=$3 rc=0
+    shift 3
+    wait_for "$secs" "$name" "$@" || rc=$?
+    case $rc in
+        0) return 0 ;;
+        2) die "$name exited during start-up ($hint)" "$(log_file "$name")" ;;
+        *) die "$name did not become ready within $secs s ($hint)" "$(log_file "$name")" ;;
+    esac
 }
 
 # --- pid files -----------------------------------------------------------------------------------------
@@ -273,14 +290,14 @@ write_if_changed() {
     return 0
 }
 
-# Returns 0 when any Slurm config changed, so running daemons must restart to see it.
+# Sets SLURM_CONF_CHANGED / DBD_CONF_CHANGED to 1 when running daemons must restart to see a new config.
 write_configs() {
-    local changed=1
-    render_slurm_conf | write_if_changed "$CONF_DIR/slurm.conf" 644 && changed=0
-    render_gres_conf | write_if_changed "$CONF_DIR/gres.conf" 644 && changed=0
+    SLURM_CONF_CHANGED=0 DBD_CONF_CHANGED=0
+    render_slurm_conf | write_if_changed "$CONF_DIR/slurm.conf" 644 && SLURM_CONF_CHANGED=1
+    render_gres_conf | write_if_changed "$CONF_DIR/gres.conf" 644 && SLURM_CONF_CHANGED=1
     # slurmdbd has no -f: it reads slurmdbd.conf next to $SLURM_CONF and refuses it unless mode 600
-    render_slurmdbd_conf | write_if_changed "$CONF_DIR/slurmdbd.conf" 600 && changed=0
-    return $changed
+    render_slurmdbd_conf | write_if_changed "$CONF_DIR/slurmdbd.conf" 600 && DBD_CONF_CHANGED=1
+    return 0
 }
 
 make_fake_gpus() {
@@ -308,9 +325,9 @@ start_munged() {
     live_pid munged >/dev/null && return 0
     rm -f "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock"
     munged --socket="$MUNGE_SOCKET" --key-file="$B/munge/munge.key" --log-file="$(log_file munged)" \
-        --pid-file="$(pid_file munged)" --seed-file="$B/munge/munged.seed" \
+        --pid-file="$(pid_file munged)" --seed-file="$B/munge/munged.seed" 9>&- \
         || die "munged did not start" "$(log_file munged)"
-    wait_for 10 munged munge_roundtrip || die "munged does not answer on $MUNGE_SOCKET" "$(log_file munged)"
+    await_daemon 10 munged "socket $MUNGE_SOCKET" munge_roundtrip
     STARTED+=(munged)
 }
 
@@ -328,12 +345,12 @@ start_mariadb() {
                 || die "mariadb-install-db failed" "$B/log/mariadb-install.log"
         fi
         rm -f "$DB_SOCKET"
+        require_free_port "$SLURM_DB_PORT" mariadbd SLURM_DB_PORT
         setsid nohup mariadbd --no-defaults --datadir="$B/db/data" --user=root --socket="$DB_SOCKET" \
             --pid-file="$(pid_file mariadbd)" --bind-address=127.0.0.1 --port="$SLURM_DB_PORT" \
             --innodb-buffer-pool-size=64M --log-error="$(log_file mariadbd)" \
-            </dev/null >"$B/log/mariadbd.out" 2>&1 &
-        wait_for 60 mariadbd mariadb_ping \
-            || die "MariaDB did not answer on $DB_SOCKET within 60 s (is port $SLURM_DB_PORT free? set SLURM_DB_PORT)" "$(log_file mariadbd)"
+            </dev/null >"$B/log/mariadbd.out" 2>&1 9>&- &
+        await_daemon 60 mariadbd "is port $SLURM_DB_PORT free? else set SLURM_DB_PORT" mariadb_ping
         STARTED+=(mariadbd)
     fi
     mariadb --no-defaults -S "$DB_SOCKET" -u root -e "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm';
@@ -343,11 +360,17 @@ start_mariadb() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# A daemon whose port is taken keeps retrying the bind instead of exiting, so check before starting it.
+require_free_port() {
+    port_open "$1" && die "port $1 (for $2) is already in use by another program: stop it, or choose other ports with $3"
+    return 0
+}
+
 start_slurmdbd() {
     live_pid slurmdbd >/dev/null && return 0
-    slurmdbd || die "slurmdbd did not start" "$(log_file slurmdbd)"
-    wait_for 30 slurmdbd port_open "$DBD_PORT" \
-        || die "slurmdbd does not listen on port $DBD_PORT after 30 s (port taken? set SLURM_PORT_BASE)" "$(log_file slurmdbd)"
+    require_free_port "$DBD_PORT" slurmdbd SLURM_PORT_BASE
+    slurmdbd 9>&- || die "slurmdbd did not start" "$(log_file slurmdbd)"
+    await_daemon 30 slurmdbd "is port $DBD_PORT free? else set SLURM_PORT_BASE" port_open "$DBD_PORT"
     STARTED+=(slurmdbd)
 }
 
@@ -355,9 +378,9 @@ ctld_up() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
 
 start_slurmctld() {
     live_pid slurmctld >/dev/null && return 0
-    slurmctld || die "slurmctld did not start" "$(log_file slurmctld)"
-    wait_for 30 slurmctld ctld_up \
-        || die "slurmctld does not answer 'scontrol ping' after 30 s (port $CTLD_PORT taken? set SLURM_PORT_BASE)" "$(log_file slurmctld)"
+    require_free_port "$CTLD_PORT" slurmctld SLURM_PORT_BASE
+    slurmctld 9>&- || die "slurmctld did not start" "$(log_file slurmctld)"
+    await_daemon 30 slurmctld "is port $CTLD_PORT free? else set SLURM_PORT_BASE" ctld_up
     STARTED+=(slurmctld)
 }
 
@@ -367,14 +390,17 @@ node_ready() { [[ $(node_state) =~ ^(idle|mixed|allocated|completing)$ ]]; }
 
 start_slurmd() {
     if ! live_pid slurmd >/dev/null; then
-        slurmd -N localhost || die "slurmd did not start" "$(log_file slurmd)"
+        require_free_port "$SLURMD_PORT" slurmd SLURM_PORT_BASE
+        slurmd -N localhost 9>&- || die "slurmd did not start" "$(log_file slurmd)"
         STARTED+=(slurmd)
     fi
-    if ! wait_for 15 slurmd node_ready; then
+    local rc=0
+    wait_for 15 slurmd node_ready || rc=$?
+    ((rc == 2)) && die "slurmd exited during start-up (is port $SLURMD_PORT free? else set SLURM_PORT_BASE)" "$(log_file slurmd)"
+    if ((rc)); then
         # a node left down/drained by an earlier crash or kill does not come back by itself
         scontrol update NodeName=localhost State=RESUME >/dev/null 2>&1 || true
-        wait_for 15 slurmd node_ready \
-            || die "node localhost is '$(node_state)', not idle, 30 s after slurmd started" "$(log_file slurmd)"
+        await_daemon 15 slurmd "node localhost is '$(node_state)', expected idle; see also $(log_file slurmctld)" node_ready
     fi
 }
 
@@ -397,20 +423,18 @@ cmd_start() {
     # munged refuses a socket dir not traversable by all, and a key dir readable by others
     chmod 755 "$B" "$B/munge-run"
     chmod 700 "$B/munge"
+    # fd 9 holds the lock; every daemon is started with 9>&- so that none inherits (and keeps) it
     exec 9>"$B/run/start.lock"
     flock -w 300 9 || die "another 'local_slurm.sh start' holds $B/run/start.lock for 5 minutes"
 
     install_packages
     STARTED=()
-    local restart=0
-    if write_configs; then
-        restart=1
-    fi
+    write_configs
     ((SLURM_FAKE_GPUS > 0)) && make_fake_gpus
-    if ((restart)) && { live_pid slurmctld || live_pid slurmd || live_pid slurmdbd; } >/dev/null; then
+    if ((SLURM_CONF_CHANGED || DBD_CONF_CHANGED)) && { live_pid slurmctld || live_pid slurmd || live_pid slurmdbd; } >/dev/null; then
         log "configuration changed: restarting the Slurm daemons"
         stop_daemons slurmd slurmctld
-        stop_daemons slurmdbd
+        ((DBD_CONF_CHANGED)) && stop_daemons slurmdbd
     fi
 
     start_munged
@@ -444,7 +468,7 @@ cancel_jobs() {
     log "cancelling jobs: $jobs"
     # shellcheck disable=SC2086
     scancel $jobs 2>/dev/null || true
-    wait_for 20 jobs-gone no_jobs || log "jobs still listed after 20 s; stopping anyway"
+    wait_for 20 - no_jobs || log "jobs still listed after 20 s; stopping anyway"
 }
 
 no_jobs() { [[ -z $(squeue -h -o %A 2>/dev/null) ]]; }
@@ -477,6 +501,7 @@ cmd_stop() {
     log "stopped in $((SECONDS - t0)) s (state kept in $B; remove it for a fresh cluster)"
 }
 
+# Exit status 0 when every expected daemon runs, 3 otherwise (like `systemctl status`).
 cmd_status() {
     local name pid rc=0
     for name in munged mariadbd slurmdbd slurmctld slurmd; do
@@ -484,7 +509,10 @@ cmd_status() {
             printf '%-10s running (pid %s)\n' "$name" "$pid"
         else
             printf '%-10s not running\n' "$name"
-            [[ $name == mariadbd || $name == slurmdbd ]] && [[ $SLURM_ACCOUNTING != 1 ]] || rc=3
+            # the accounting daemons are only expected when the running config uses them
+            if [[ $name != mariadbd && $name != slurmdbd ]] || grep -qs 'accounting_storage/slurmdbd' "$SLURM_CONF"; then
+                rc=3
+            fi
         fi
     done
     echo "SLURM_CONF=$SLURM_CONF"

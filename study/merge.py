@@ -108,6 +108,9 @@ def iter_merge(
 
     info = method if isinstance(method, MethodInfo) else get_method(method)
     info.check_k(len(inputs.checkpoints))
+    if info.whole_model is not None:
+        yield from _iter_whole_model(inputs, info, params, progress)
+        return
     kwargs = info.call_kwargs(params)
     context = info.prepass(inputs, params) if info.prepass is not None else None
     pass_name = _accepts(info.fn, "tensor_name")
@@ -129,6 +132,42 @@ def iter_merge(
         if tuple(merged.shape) != tuple(base.shape):
             raise MergeInputError(f"method {info.name} returned shape {tuple(merged.shape)} for {name}, expected {tuple(base.shape)}")
         yield name, merged.to("cpu", getattr(torch, dtype)).contiguous()
+
+
+def _iter_whole_model(
+    inputs: MergeInputs, info: MethodInfo, params: dict[str, Any], progress: Callable[[str], None] | None
+) -> Iterator[tuple[str, Any]]:
+    """A whole-model adapter (mergekit, PEFT) writes the merge to a temporary directory; stream it back.
+
+    Tensors come out in the base's names, shapes and dtypes, like a native merge's.
+    """
+    import tempfile
+
+    import torch
+
+    from study.tensors import SafetensorsSource
+
+    with tempfile.TemporaryDirectory(prefix="merge-study-adapter-") as tmp:
+        out = Path(tmp) / "merged"
+        info.whole_model(Path(inputs.base.path), [Path(c.path) for c in inputs.checkpoints], params, out)
+        merged = SafetensorsSource(out)
+        available = set(merged.names())
+        for name in inputs.tensor_names():
+            if progress:
+                progress(name)
+            dtype = inputs.base.dtype(name)
+            if not dtype.startswith(("float", "bfloat")):
+                yield name, inputs.base.get(name)
+                continue
+            if name not in available:
+                raise MergeInputError(f"method {info.name} wrote no tensor {name} (the base has it)")
+            tensor = merged.get(name)
+            if tuple(tensor.shape) != tuple(inputs.base.shape(name)):
+                raise MergeInputError(
+                    f"method {info.name} returned shape {tuple(tensor.shape)} for {name}, expected {inputs.base.shape(name)}"
+                )
+            yield name, tensor.to("cpu", getattr(torch, dtype)).contiguous()
+        merged.close()
 
 
 def merge_state_dict(inputs: MergeInputs, method: str | MethodInfo, params: dict[str, Any], **kw: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from study import RESULT_SCHEMA_VERSION, __version__
 from study.checkpoints import ResolvedModel, resolve_model
 from study.config import Sweep, load_sweep
-from study.errors import NotApplicable
+from study.errors import NotApplicable, UserError
 from study.plan import BASE, SINGLE, Cell, Plan, build_plan
 from study.store import DONE, FAILED, NOT_APPLICABLE, StoreFullError, Store, worker_id
 
@@ -77,6 +77,16 @@ def prepare(sweep: Sweep | str | Path, *, zoo_root: Path | None = None, device: 
     if not isinstance(sweep, Sweep):
         source = Path(sweep)
         sweep = load_sweep(source)
+    try:
+        return _prepare(sweep, source, zoo_root, device, check_compat)
+    except UserError as exc:
+        if source is None or str(exc).startswith(str(source)):
+            raise
+        raise type(exc)(f"{source}: {exc}") from None
+
+
+def _prepare(sweep: Sweep, source: Path | None, zoo_root: Path | None, device: str | None,
+             check_compat: bool) -> SweepContext:
     check_methods(sweep)
     models = resolve_models(sweep, zoo_root)
     if check_compat:

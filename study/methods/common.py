@@ -13,17 +13,26 @@ def task_vectors(base: Tensor, tensors: list[Tensor]) -> list[Tensor]:
     return [t - base for t in tensors]
 
 
-def weighted_sum(tensors: list[Tensor], weight: list[float]) -> Tensor:
+def per_model(weight: list[float] | float, n: int) -> list[float]:
+    """A per-model parameter as a list; a bare number (a signature default, in a direct call) is broadcast."""
+    if isinstance(weight, (int, float)):
+        return [float(weight)] * n
+    if len(weight) != n:
+        raise ValueError(f"{len(weight)} per-model values for {n} models")
+    return list(weight)
+
+
+def weighted_sum(tensors: list[Tensor], weight: list[float] | float) -> Tensor:
     """Σ wᵢ tᵢ, accumulated in the inputs' dtype (the driver hands methods float32)."""
     out = torch.zeros_like(tensors[0])
-    for t, w in zip(tensors, weight):
+    for t, w in zip(tensors, per_model(weight, len(tensors))):
         out.add_(t, alpha=float(w))
     return out
 
 
 def stack_weights(weight: list[float], like: Tensor) -> Tensor:
     """Per-model weights shaped to broadcast against a ``(T, *shape)`` stack."""
-    return torch.tensor(weight, dtype=like.dtype, device=like.device).view(-1, *([1] * (like.dim() - 1)))
+    return torch.tensor(per_model(weight, like.shape[0]), dtype=like.dtype, device=like.device).view(-1, *([1] * (like.dim() - 1)))
 
 
 def disjoint_merge(deltas: Tensor, weight: list[float]) -> Tensor:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from study.methods.common import weighted_sum
+from study.errors import MethodError
+from study.methods.common import per_model, weighted_sum
 from study.methods.registry import merge_method
 
 
@@ -15,4 +16,7 @@ from study.methods.registry import merge_method
 )
 def linear(base: Tensor | None, tensors: list[Tensor], *, weight: list[float] = 1.0) -> Tensor:  # type: ignore[assignment]
     """Weighted average of the checkpoints' weights."""
+    weight = per_model(weight, len(tensors))
+    if sum(weight) == 0:
+        raise MethodError(f"method 'linear': the weights {weight} sum to 0, so their average is undefined")
     return weighted_sum(tensors, weight) / sum(weight)

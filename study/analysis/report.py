@@ -1,0 +1,137 @@
+"""``merge-study report``: every table, figure and ``report.md`` regenerated from the store alone.
+
+Files written under ``out_dir`` (their columns are documented in ``tables``, ``measures``, ``lengths`` and in
+report.md's "Table contracts"):
+
+- ``scores.parquet``: tidy scores, one row per (plan cell, task) of done cells;
+- ``summary.csv``: gain, P(merged > base) and relative gain over the best single per (base, method, params, k);
+- ``reference.csv``: mean single and mean best-single gains (the curves' reference lines);
+- ``task_gains.csv``: per-task gains over the base; ``coverage.csv``: planned, counted and dropped subsets;
+- ``lengths.csv``: response-length statistics of generation tasks;
+- ``figures/*.png|pdf``: the five figures; ``report.md`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from study.analysis import curves, sections
+from study.analysis.lengths import check_token_counts, length_table, per_cell_lengths
+from study.analysis.measures import reference_gains, subset_measures, summarize, task_gains
+from study.analysis.provenance import provenance
+from study.analysis.render import md_table, to_html
+from study.analysis.style import apply_theme, save_figure, series_key
+from study.analysis.tables import load_records, outcomes_table, scores_table
+
+FIGURES = [("gain_curves", "Figure 1. Gain over the base against k (mean and 95% bootstrap interval over subsets). "
+            "Dashed grey: mean best single checkpoint of the same subsets; diamond at k = 1: mean single checkpoint; "
+            "dashed black (if present): output ensemble."),
+           ("p_beat_base", "Figure 2. Share of subsets whose merge beats the base (strictly), against k."),
+           ("rel_gain_best_single", "Figure 3. Relative gain over the best single checkpoint of each subset; above 0 "
+            "is constructive interference."),
+           ("task_heatmap", "Figure 4. Gain over the base per task at each base's largest k."),
+           ("length_curves", "Figure 5. Mean tokens per response (mean over generation tasks) against k.")]
+
+
+def series_labels(plan: Any) -> dict[str, str]:
+    """Series key → the method's label in the sweep (``label:`` or its name)."""
+    return {series_key(c.method, c.params_key): c.method_label or c.method for c in plan.cells}
+
+
+def _write_tables(out: Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
+    paths = []
+    for name, frame in tables.items():
+        path = out / name
+        if name.endswith(".parquet"):
+            frame.to_parquet(path, index=False)
+        else:
+            frame.to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def _figures(out: Path, summary: pd.DataFrame, reference: pd.DataFrame, gains: pd.DataFrame,
+             lengths: pd.DataFrame, labels: dict[str, str]) -> dict[str, list[Path]]:
+    apply_theme()
+    makers = {"gain_curves": lambda: curves.gain_curves(summary, reference, labels),
+              "p_beat_base": lambda: curves.p_beat_curves(summary, labels),
+              "rel_gain_best_single": lambda: curves.rel_gain_curves(summary, labels),
+              "task_heatmap": lambda: curves.task_heatmap(gains, labels),
+              "length_curves": lambda: curves.length_curves(lengths, labels)}
+    empty = {"gain_curves": summary.empty and reference.empty, "p_beat_base": summary.empty,
+             "rel_gain_best_single": summary.empty, "task_heatmap": gains.empty, "length_curves": lengths.empty}
+    return {stem: save_figure(make(), out / "figures", stem) for stem, make in makers.items() if not empty[stem]}
+
+
+def _token_check(ctx: Any, records: dict[str, Any], store: Any) -> str:
+    try:
+        paths = {b.name: ctx.base_model(b.name).path for b in ctx.sweep.bases}
+        checked, problems = check_token_counts(ctx.plan, records, store, paths)
+    except Exception as exc:  # a report must not fail because a tokenizer moved; it says so instead
+        return f"Token counts were not re-checked: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    head = "; ".join(problems[:5])
+    return (f"Token counts re-checked against a re-tokenisation of the stored responses with each base's "
+            f"tokenizer: {checked} responses, {len(problems)} mismatch(es){': ' + head if problems else ''}.")
+
+
+def write_report(ctx: Any, store: Any, out_dir: str | Path, *, check_tokens: bool = True) -> list[Path]:
+    """Write every table, figure, report.md and report.html of ``ctx``'s sweep from ``store``; the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plan, sweep = ctx.plan, ctx.sweep
+    records = load_records(plan, store)
+    scores = scores_table(plan, records)
+    per_subset = subset_measures(scores)
+    summary = summarize(per_subset, sweep.seed)
+    reference = reference_gains(scores, plan.subsets, sweep.seed)
+    gains = task_gains(scores, per_subset)
+    outcomes = outcomes_table(plan, records)
+    coverage_md, coverage = sections.coverage(outcomes, per_subset)
+    lengths, longest = length_table(per_cell_lengths(plan, records, store, sweep.evaluation.max_gen_toks))
+    labels = series_labels(plan)
+    written = _write_tables(out, {"scores.parquet": scores, "summary.csv": summary, "reference.csv": reference,
+                                  "task_gains.csv": gains, "coverage.csv": coverage, "lengths.csv": lengths})
+    figures = _figures(out, summary, reference, gains, lengths, labels)
+    written += [p for paths in figures.values() for p in paths]
+    token_note = _token_check(ctx, records, store) if check_tokens and not lengths.empty else ""
+    md = _markdown(ctx, store, records, outcomes, summary, reference, gains, lengths, longest, labels, figures,
+                   coverage_md, token_note)
+    (out / "report.md").write_text(md)
+    (out / "report.html").write_text(to_html(md, f"{sweep.name}: merging study"))
+    return written + [out / "report.md", out / "report.html"]
+
+
+def _markdown(ctx: Any, store: Any, records: dict[str, Any], outcomes: pd.DataFrame, summary: pd.DataFrame,
+              reference: pd.DataFrame, gains: pd.DataFrame, lengths: pd.DataFrame, longest: dict[str, str | None],
+              labels: dict[str, str], figures: dict[str, list[Path]], coverage_md: str, token_note: str) -> str:
+    parts = [f"# {ctx.sweep.name}: merging study report",
+             "Generated by `merge-study report` from the result store; every number below is computed from it "
+             "(tables at full precision next to this file).",
+             sections.design(ctx), coverage_md, "## Figures"]
+    for stem, caption in FIGURES:
+        if stem in figures:
+            parts.append(f"![{stem}](figures/{stem}.png)\n\n{caption} (PDF: `figures/{stem}.pdf`)")
+        else:
+            parts.append(f"{caption.split('.')[0]}: no data yet.")
+    shown = summary.drop(columns=[c for c in summary.columns if c.endswith(("_ci_low", "_ci_high"))
+                                  and c.startswith("p_beat")])
+    parts.append(f"## Summary per (base, method, k)\n\nMeans over counted subsets; intervals are seeded 95% "
+                 f"bootstrap intervals over subsets (`summary.csv`).\n\n{md_table(sections.labelled(shown, labels))}")
+    parts.append(f"## Reference lines\n\n{md_table(reference)}")
+    top = curves.largest_k_gains(gains)
+    if not top.empty:
+        grid = sections.labelled(top, labels).pivot_table(index=["base", "series", "k"], columns="task",
+                                                          values="gain", aggfunc="first").reset_index()
+        parts.append(f"## Per-task gain over the base at the largest k\n\n{md_table(grid)}")
+    named = ", ".join(f"{b}: `{c}`" for b, c in longest.items() if c) or "none"
+    parts.append(f"## Response lengths (generation tasks)\n\nTokens under the base's tokenizer; relative lengths "
+                 f"are the mean over tasks of per-task ratios minus one. Longest-answering single checkpoint: "
+                 f"{named}. {token_note}\n\n{md_table(sections.lengths_view(lengths, labels), digits=3)}")
+    parts.append(sections.failures(outcomes))
+    prov = pd.DataFrame(provenance(ctx, store, outcomes, records), columns=["item", "value"])
+    parts.append(f"## Provenance\n\n{md_table(prov)}")
+    parts.append(sections.contracts())
+    return "\n\n".join(parts) + "\n"
