@@ -92,6 +92,7 @@ def run(
     ctx, st = _open(sweep, store, zoo, device=device)
     kind = executor or ctx.sweep.executor.kind
     chosen = get_executor(kind)
+    _check_backend(ctx.sweep.evaluation.backend, kind)
     cells = ctx.plan.unique_cells()
     if dry_run:
         for c in ctx.plan.cells:
@@ -104,6 +105,16 @@ def run(
         typer.echo(f"submitted Slurm job(s): {' '.join(summary.submitted)}")
     typer.echo(summary.line())
     typer.echo(f"store: {st.root}  ({time.perf_counter() - t0:.1f} s)")
+
+
+def _check_backend(backend: str, executor: str) -> None:
+    """vLLM runs on GPU machines only; here (or on a login node submitting to Slurm) it must be importable
+    where the cells run, so only a local or pool run checks it."""
+    import importlib.util
+
+    if backend == "vllm" and executor != "slurm" and importlib.util.find_spec("vllm") is None:
+        raise UserError("evaluation.backend is vllm but vllm is not installed here: install the `vllm` extra on a "
+                        "GPU machine, or use backend: hf")
 
 
 def store_counts(ctx: Any, st: Any) -> dict[str, int]:

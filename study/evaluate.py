@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,11 @@ from typing import Any
 
 from study.config import EvaluationSpec
 from study.errors import UserError
+
+SMALL_MODEL_PARAMS = 50_000_000
+"""Below this size a CPU forward pass is too short for intra-op threads to pay: measured on the mini zoo
+(0.6M parameters, 2 cores, other processes running), one evaluation took 1.2 s with 1 thread and 23 s with
+2, because every small op waited for a descheduled sibling thread."""
 
 PRIMARY_METRICS = ("acc", "exact_match", "acc_norm", "f1", "bleu", "mcc")
 
@@ -90,40 +96,17 @@ class Evaluator:
 
         for noisy in ("lm-eval", "lm_eval", "transformers", "datasets"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+        os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's per-request bars would drown our progress bar
         self.spec = spec
         dtype = torch.float32 if spec.dtype == "auto" else getattr(torch, spec.dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
         self.model.to(device).eval()
+        if device == "cpu" and sum(p.numel() for p in self.model.parameters()) < SMALL_MODEL_PARAMS:
+            torch.set_num_threads(1)
         self.lm = HFLM(pretrained=self.model, tokenizer=self.tokenizer, batch_size=spec.batch_size, device=device)
-        self.task_dict = self._build_tasks(tasks)
+        self.task_dict = build_task_dict(tasks, spec)
         self.generation_tasks = {n for n, t in _flatten(self.task_dict) if _output_type(t) == "generate_until"}
-
-    def _build_tasks(self, tasks: list[Any]) -> dict[str, Any]:
-        from lm_eval.tasks import TaskManager, get_task_dict
-
-        specs = []
-        for t in tasks:
-            if isinstance(t, dict):
-                t = copy.deepcopy(t)
-                gen = t.get("generation_kwargs")
-                if gen is not None:
-                    t["generation_kwargs"] = {**gen, "max_gen_toks": self.spec.max_gen_toks, "do_sample": False}
-                if self.spec.num_fewshot is not None:
-                    t["num_fewshot"] = self.spec.num_fewshot
-            specs.append(t)
-        needs_builtin = any(not isinstance(t, dict) for t in specs)
-        try:
-            task_dict = get_task_dict(specs, TaskManager(include_defaults=needs_builtin))
-        except Exception as exc:
-            raise UserError(f"evaluation.tasks: lm-eval cannot build the tasks: {exc}") from None
-        for _, task in _flatten(task_dict):
-            if self.spec.num_fewshot is not None:
-                task.set_config(key="num_fewshot", value=self.spec.num_fewshot)
-            if _output_type(task) == "generate_until":
-                kw = dict(task.config.generation_kwargs or {})
-                task.set_config(key="generation_kwargs", value={**kw, "max_gen_toks": self.spec.max_gen_toks})
-        return task_dict
 
     def load_weights(self, state_dict: dict[str, Any]) -> None:
         """Copy weights into the model in place; tied weights may be absent from ``state_dict``."""
@@ -162,35 +145,70 @@ class Evaluator:
         return self._collect(results)
 
     def _collect(self, results: dict[str, Any]) -> EvalResult:
-        scores: dict[str, dict[str, Any]] = {}
-        samples: list[dict[str, Any]] = []
-        for task, metrics in results["results"].items():
-            clean = {k.split(",")[0]: v for k, v in metrics.items()
-                     if isinstance(v, (int, float)) and not k.startswith("alias") and "_stderr" not in k}
-            primary = next((m for m in PRIMARY_METRICS if m in clean), next(iter(clean), None))
-            if primary is None:
-                continue
-            scores[task] = {"metric": primary, "score": float(clean[primary]), "metrics": clean,
-                            "output_type": "generate_until" if task in self.generation_tasks else "multiple_choice"}
-        for task, rows in results.get("samples", {}).items():
-            generative = task in self.generation_tasks
-            for row in rows:
-                samples.append(self._sample(task, row, generative))
-        return EvalResult(scores, samples)
+        return collect_results(results, self.tokenizer, self.spec, self.generation_tasks)
 
-    def _sample(self, task: str, row: dict[str, Any], generative: bool) -> dict[str, Any]:
-        out: dict[str, Any] = {"task": task, "doc_id": row.get("doc_id"), "target": str(row.get("target"))}
-        metrics = {k: row[k] for k in ("acc", "exact_match", "acc_norm") if k in row}
-        out["metrics"] = metrics
-        if generative:
-            response = row["resps"][0][0] if row.get("resps") else ""
-            n_tokens = len(self.tokenizer(response, add_special_tokens=False)["input_ids"])
-            out.update(response=response, filtered=str(row.get("filtered_resps", [""])[0]), n_tokens=n_tokens,
-                       truncated=n_tokens >= self.spec.max_gen_toks)
-        else:
-            lls = [r[0] if isinstance(r, (list, tuple)) else r for r in row.get("filtered_resps", [])]
-            out["choice"] = max(range(len(lls)), key=lls.__getitem__) if lls else None
-        return out
+
+def build_task_dict(tasks: list[Any], spec: EvaluationSpec) -> dict[str, Any]:
+    """lm-eval task objects, built once per process, with the sweep's generation length and few-shot count."""
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    specs = []
+    for t in tasks:
+        if isinstance(t, dict):
+            t = copy.deepcopy(t)
+            gen = t.get("generation_kwargs")
+            if gen is not None:
+                t["generation_kwargs"] = {**gen, "max_gen_toks": spec.max_gen_toks, "do_sample": False}
+            if spec.num_fewshot is not None:
+                t["num_fewshot"] = spec.num_fewshot
+        specs.append(t)
+    needs_builtin = any(not isinstance(t, dict) for t in specs)
+    try:
+        task_dict = get_task_dict(specs, TaskManager(include_defaults=needs_builtin))
+    except Exception as exc:
+        raise UserError(f"evaluation.tasks: lm-eval cannot build the tasks: {exc}") from None
+    for _, task in _flatten(task_dict):
+        if spec.num_fewshot is not None:
+            task.set_config(key="num_fewshot", value=spec.num_fewshot)
+        if _output_type(task) == "generate_until":
+            kw = dict(task.config.generation_kwargs or {})
+            task.set_config(key="generation_kwargs", value={**kw, "max_gen_toks": spec.max_gen_toks})
+    return task_dict
+
+
+def collect_results(results: dict[str, Any], tokenizer: Any, spec: EvaluationSpec,
+                    generation_tasks: set[str]) -> EvalResult:
+    """Primary metric per task and per-sample records (responses re-tokenised with ``tokenizer``)."""
+    scores: dict[str, dict[str, Any]] = {}
+    samples: list[dict[str, Any]] = []
+    for task, metrics in results["results"].items():
+        clean = {k.split(",")[0]: v for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and not k.startswith("alias") and "_stderr" not in k}
+        primary = next((m for m in PRIMARY_METRICS if m in clean), next(iter(clean), None))
+        if primary is None:
+            continue
+        scores[task] = {"metric": primary, "score": float(clean[primary]), "metrics": clean,
+                        "output_type": "generate_until" if task in generation_tasks else "multiple_choice"}
+    for task, rows in results.get("samples", {}).items():
+        generative = task in generation_tasks
+        for row in rows:
+            samples.append(_sample(task, row, generative, tokenizer, spec.max_gen_toks))
+    return EvalResult(scores, samples)
+
+
+def _sample(task: str, row: dict[str, Any], generative: bool, tokenizer: Any, max_gen_toks: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"task": task, "doc_id": row.get("doc_id"), "target": str(row.get("target"))}
+    metrics = {k: row[k] for k in ("acc", "exact_match", "acc_norm") if k in row}
+    out["metrics"] = metrics
+    if generative:
+        response = row["resps"][0][0] if row.get("resps") else ""
+        n_tokens = len(tokenizer(response, add_special_tokens=False)["input_ids"])
+        out.update(response=response, filtered=str(row.get("filtered_resps", [""])[0]), n_tokens=n_tokens,
+                   truncated=n_tokens >= max_gen_toks)
+    else:
+        lls = [r[0] if isinstance(r, (list, tuple)) else r for r in row.get("filtered_resps", [])]
+        out["choice"] = max(range(len(lls)), key=lls.__getitem__) if lls else None
+    return out
 
 
 def _output_type(task: Any) -> str:

@@ -4,7 +4,8 @@ With it every native method accepts LoRA checkpoints: the task vector of an adap
 ΔW = B·A·scaling, scaling = lora_alpha / r (or lora_alpha / √r with ``use_rslora``, the rank-stabilised
 LoRA of Kalajdzievski 2023), per-module ``rank_pattern`` / ``alpha_pattern`` overrides matched as PEFT does
 (``(.*\\.)?KEY$``), transposed for ``fan_in_fan_out`` layers (GPT-2's Conv1D stores weights as in × out).
-Embedding LoRA (``lora_embedding_A/B``) gives ΔW = (B·A)ᵀ·scaling. ``modules_to_save`` tensors replace the base's.
+Embedding LoRA (``lora_embedding_A/B``) gives ΔW = (B·A)ᵀ·scaling. ``modules_to_save`` tensors, and the
+embedding ``base_layer`` weights PEFT saves with embedding LoRA, replace the base's.
 Tensors the adapter does not touch equal the base's (a zero task vector). Only plain LoRA is supported: DoRA
 and other PEFT types raise a ``CheckpointError`` instead of merging something else.
 
@@ -108,7 +109,7 @@ def lora_modules(path: Path, base: TensorSource) -> tuple[dict[str, LoraModule],
             if "embedding" in part:
                 embeddings.add(module)
             continue
-        target = re.sub(r"\.modules_to_save(\.[^.]+)?\.", ".", name)
+        target = re.sub(r"\.(modules_to_save(\.[^.]+)?|base_layer)\.", ".", name)
         if target not in base_names:
             raise CheckpointError(f"LoRA adapter {path}: tensor {key} has no counterpart {target} in the base {base.path}")
         if list(base.shape(target)) != list(meta["shape"]):
@@ -183,9 +184,7 @@ class LoraSource:
         return delta.T if (module.embedding or module.fan_in_fan_out) else delta
 
     def get(self, name: str) -> Any:
-        if name in self.replaced:
-            return self._read(self.replaced[name])
-        base = self.base.get(name)
+        base = self._read(self.replaced[name]) if name in self.replaced else self.base.get(name)
         delta = self.delta(name)
         if delta is None:
             return base

@@ -82,11 +82,15 @@ def _accepts(fn: Callable[..., Any], arg: str) -> bool:
 
 
 def open_inputs(
-    base: Path | None, checkpoints: list[Path], *, device: str = "cpu", vocab_mismatch: str = "refuse"
+    base: Path | None, checkpoints: list[Path], *, device: str = "cpu", vocab_mismatch: str = "refuse",
+    opener: Callable[..., TensorSource] = open_source,
 ) -> MergeInputs:
-    """Open the base and checkpoints as tensor sources; a method without a base uses the first checkpoint's layout."""
-    base_src = open_source(base) if base is not None else None
-    ckpts = [open_source(Path(p), base_src) for p in checkpoints]
+    """Open the base and checkpoints as tensor sources; a method without a base uses the first checkpoint's layout.
+
+    ``opener`` lets a sweep runner reuse open (and cached) sources across cells.
+    """
+    base_src = opener(base) if base is not None else None
+    ckpts = [opener(Path(p), base_src) for p in checkpoints]
     if base_src is None:
         base_src = ckpts[0]
     return MergeInputs(base_src, ckpts, device, vocab_mismatch)

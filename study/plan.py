@@ -20,7 +20,9 @@ from study import RESULT_SCHEMA_VERSION
 from study.checkpoints import ResolvedModel, digest
 from study.config import Sweep, resolve_value
 
-BASE, SINGLE = "base", "single"
+BASE, SINGLE, ENSEMBLE = "base", "single", "ensemble"
+NOT_IN_KEY = {"ensemble"}
+"""Evaluation fields that choose which cells exist but do not change any cell's result."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class Cell:
 
     @property
     def kind(self) -> str:
-        return self.method if self.method in (BASE, SINGLE) else "merge"
+        return self.method if self.method in (BASE, SINGLE, ENSEMBLE) else "merge"
 
     @property
     def params_key(self) -> str:
@@ -52,6 +54,8 @@ class Cell:
             return f"{self.base}: base"
         if self.method == SINGLE:
             return f"{self.base}: single {self.checkpoints[0]}"
+        if self.method == ENSEMBLE:
+            return f"{self.base}: ensemble k={self.k} #{self.subset_id}"
         p = ", ".join(f"{k}={v}" for k, v in self.params.items())
         return f"{self.base}: {self.method}({p}) k={self.k} #{self.subset_id}"
 
@@ -120,7 +124,7 @@ def _applicability(method: str, k: int) -> str | None:
 
 def build_plan(sweep: Sweep, models: dict[str, ResolvedModel], check_applicability: bool = True) -> Plan:
     """Expand ``sweep`` into cells; ``models`` maps every model label of the sweep to its resolved identity."""
-    evaluation = sweep.evaluation.model_dump(mode="json")
+    evaluation = sweep.evaluation.model_dump(mode="json", exclude=NOT_IN_KEY)
     merge_opts = {"vocab_mismatch": sweep.merge.vocab_mismatch}
     cells: list[Cell] = []
     subsets: dict[str, dict[int, list[tuple[str, ...]]]] = {}
@@ -138,6 +142,10 @@ def build_plan(sweep: Sweep, models: dict[str, ResolvedModel], check_applicabili
                 continue
             drawn = draw_subsets(labels, k, sweep.subsets.per_k, sweep.seed, base.name)
             subsets[base.name][k] = drawn
+            if sweep.evaluation.ensemble:
+                for sid, subset in enumerate(drawn):
+                    cid = _key("ensemble", base_id, [ident[x] for x in subset], evaluation)
+                    cells.append(Cell(cid, base.name, ENSEMBLE, {}, {}, k, sid, subset, "output ensemble"))
             for method in sweep.methods:
                 reason = _applicability(method.name, k) if check_applicability else None
                 for point in method.grid():

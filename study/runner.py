@@ -22,7 +22,7 @@ from study import RESULT_SCHEMA_VERSION, __version__
 from study.checkpoints import ResolvedModel, resolve_model
 from study.config import Sweep, load_sweep
 from study.errors import NotApplicable, UserError
-from study.plan import BASE, SINGLE, Cell, Plan, build_plan
+from study.plan import BASE, ENSEMBLE, SINGLE, Cell, Plan, build_plan
 from study.store import DONE, FAILED, NOT_APPLICABLE, StoreFullError, Store, worker_id
 
 COMPUTED, CACHED, CLAIMED = "computed", "cached", "claimed_elsewhere"
@@ -132,16 +132,35 @@ class CellRunner:
     ctx: SweepContext
     store: Store
     evaluators: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, Any] = field(default_factory=dict)
+    cache: Any = None
+
+    def source(self, path: Path, base: Any = None) -> Any:
+        """An open tensor source per model directory for the life of the runner, read through the cache."""
+        from study.tensors import CachedSource, TensorCache, open_source
+
+        key = str(path)
+        if key not in self.sources:
+            if self.cache is None:
+                self.cache = TensorCache()
+            self.sources[key] = CachedSource(open_source(path, base), self.cache)
+        return self.sources[key]
 
     def evaluator(self, base_name: str) -> Any:
         if base_name not in self.evaluators:
             from study.evaluate import Evaluator, resolve_tasks
 
             base = self.ctx.base_model(base_name)
-            tasks = resolve_tasks(self.ctx.sweep.evaluation.tasks, self.ctx.zoo_root)
-            self.evaluators[base_name] = Evaluator(base.path, self.ctx.sweep.evaluation, tasks,
-                                                   device=self._eval_device(),
-                                                   trust_remote_code=base.ref.trust_remote_code)
+            spec = self.ctx.sweep.evaluation
+            tasks = resolve_tasks(spec.tasks, self.ctx.zoo_root)
+            if spec.backend == "vllm":
+                from study.evaluate_vllm import VllmEvaluator
+
+                self.evaluators[base_name] = VllmEvaluator(base.path, spec, tasks,
+                                                           trust_remote_code=base.ref.trust_remote_code)
+            else:
+                self.evaluators[base_name] = Evaluator(base.path, spec, tasks, device=self._eval_device(),
+                                                       trust_remote_code=base.ref.trust_remote_code)
         return self.evaluators[base_name]
 
     def _eval_device(self) -> str:
@@ -149,23 +168,27 @@ class CellRunner:
 
         return "cuda" if self.ctx.device.startswith("cuda") and torch.cuda.is_available() else "cpu"
 
+    def checkpoint_weights(self, cell: Cell, label: str) -> dict[str, Any]:
+        """One checkpoint's full state dict (a LoRA adapter materialised over the base)."""
+        src = self.source(self.ctx.models[label].path, self.source(self.ctx.base_model(cell.base).path))
+        return {n: src.get(n) for n in src.names()}
+
     def weights(self, cell: Cell) -> dict[str, Any]:
         """The state dict a cell evaluates: the base, one checkpoint, or a merge (streamed, in memory)."""
         from study.merge import merge_state_dict, open_inputs
         from study.methods.registry import get_method
-        from study.tensors import open_source
 
         base = self.ctx.base_model(cell.base)
         ckpts = [self.ctx.models[label].path for label in cell.checkpoints]
         if cell.method == BASE:
-            src = open_source(base.path)
+            src = self.source(base.path)
             return {n: src.get(n) for n in src.names()}
         if cell.method == SINGLE:
-            src = open_source(ckpts[0], open_source(base.path))
-            return {n: src.get(n) for n in src.names()}
+            return self.checkpoint_weights(cell, cell.checkpoints[0])
         info = get_method(cell.method)
         params = info.resolve_params(cell.resolved_params, n_models=len(ckpts))
-        inputs = open_inputs(base.path, ckpts, device=self.ctx.device, vocab_mismatch=self.ctx.sweep.merge.vocab_mismatch)
+        inputs = open_inputs(base.path, ckpts, device=self.ctx.device, vocab_mismatch=self.ctx.sweep.merge.vocab_mismatch,
+                             opener=self.source)
         return merge_state_dict(inputs, info, params)
 
     def compute(self, cell: Cell) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
@@ -177,10 +200,16 @@ class CellRunner:
         try:
             if cell.not_applicable:
                 raise NotApplicable(cell.not_applicable)
-            state = self.weights(cell)
-            t1 = time.perf_counter()
-            result = self.evaluator(cell.base).evaluate(state)
-            del state
+            if cell.method == ENSEMBLE:
+                from study.ensemble import evaluate_ensemble
+
+                states = [self.checkpoint_weights(cell, label) for label in cell.checkpoints]
+                t1 = time.perf_counter()
+                result = evaluate_ensemble(self.evaluator(cell.base), states)
+            else:
+                state = self.weights(cell)
+                t1 = time.perf_counter()
+                result = self.evaluator(cell.base).evaluate(state)
             t2 = time.perf_counter()
         except NotApplicable as exc:
             return {**record, "status": NOT_APPLICABLE, "reason": str(exc), "finished": _now()}, None

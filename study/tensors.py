@@ -124,3 +124,69 @@ def open_source(path: Path, base: "TensorSource | None" = None) -> TensorSource:
             raise CheckpointError(f"{path}: a LoRA adapter needs its base model to be merged")
         return LoraSource(path, base)
     return SafetensorsSource(path)
+
+
+class TensorCache:
+    """Tensors kept in memory across the cells of a sweep, least recently used out first.
+
+    Every subset of a sweep reuses the same checkpoints, so after the first few cells a merge reads nothing
+    from disk. Bounded by ``max_bytes`` (``$MERGE_STUDY_CACHE_GB``, default a quarter of physical memory);
+    cached tensors are never modified in place (the driver copies to float32 before a method sees them).
+    """
+
+    def __init__(self, max_bytes: int | None = None):
+        import os
+        from collections import OrderedDict
+
+        if max_bytes is None:
+            env = os.environ.get("MERGE_STUDY_CACHE_GB")
+            if env is not None:
+                max_bytes = int(float(env) * 1024**3)
+            else:
+                try:
+                    max_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+                except (ValueError, OSError):
+                    max_bytes = 4 * 1024**3
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: "OrderedDict[tuple[str, str], object]" = OrderedDict()
+
+    def get(self, source: TensorSource, name: str):
+        key = (str(source.path), name)
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        tensor = source.get(name)
+        size = tensor.numel() * tensor.element_size()
+        if size <= self.max_bytes:
+            self._items[key] = tensor
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self.bytes -= old.numel() * old.element_size()  # type: ignore[attr-defined]
+        return tensor
+
+
+class CachedSource:
+    """A source whose tensors go through a shared ``TensorCache`` (same names, shapes, dtypes)."""
+
+    def __init__(self, source: TensorSource, cache: TensorCache):
+        self.source = source
+        self.cache = cache
+        self.path = source.path
+
+    def names(self) -> list[str]:
+        """Also the once-per-cell check that the checkpoint still exists: a directory deleted mid-sweep fails
+        its cells rather than being merged silently from memory."""
+        if not Path(self.path).exists():
+            raise CheckpointError(f"{self.path}: checkpoint directory disappeared during the sweep")
+        return self.source.names()
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.source.shape(name)
+
+    def dtype(self, name: str) -> str:
+        return self.source.dtype(name)
+
+    def get(self, name: str):
+        return self.cache.get(self.source, name)

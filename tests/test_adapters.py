@@ -84,15 +84,17 @@ def test_lora_with_another_base_is_refused(lora_family, tmp_path):
         open_inputs(lora_family.base, [bad])
 
 
-def test_lora_with_wrong_shapes_is_refused(lora_family, qwen3_family, tmp_path):
-    from fixtures.methods import make_lora_adapters
+def test_lora_with_wrong_shapes_is_refused(lora_family, tmp_path):
+    from safetensors.torch import load_file, save_file
 
-    (adapter,) = make_lora_adapters(qwen3_family.base, tmp_path, n=1, target_modules=["q_proj"])
-    config = json.loads((adapter / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = str(lora_family.base)
-    (adapter / "adapter_config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"q_proj\.weight: B·A gives shape"):
-        open_inputs(lora_family.base, [adapter])
+    bad = tmp_path / "wrong-shape"
+    shutil.copytree(lora_family.checkpoints[0], bad)
+    tensors = load_file(bad / "adapter_model.safetensors")
+    key = next(k for k in tensors if "layers.0.self_attn.q_proj.lora_A" in k)
+    tensors[key] = torch.zeros(tensors[key].shape[0], 48)
+    save_file(tensors, bad / "adapter_model.safetensors")
+    with pytest.raises(CheckpointError, match=r"q_proj\.weight: B·A gives shape \(32, 48\)"):
+        open_inputs(lora_family.base, [bad])
 
 
 def test_mergekit_schema_and_applicability(mergekit_api):

@@ -1,0 +1,531 @@
+"""Slurm job arrays through submitit: cells in chunks, one array task per chunk, the store as the truth.
+
+Why it is built this way (measured against a real Slurm in shared/design/cluster.md):
+
+* Tasks are idempotent: a task re-plans the sweep and runs its chunk through the store's claims, so a task
+  that is requeued, or resubmitted by a later ``run``, skips every finished cell.
+* Preemption and time limits are checkpoint + requeue (submitit ``Checkpointable``): the requeued task gets only
+  the cells it had not finished, and the claim of the interrupted cell is released so that a task restarted on
+  another node is not locked out of it.
+* The outcome is judged from the store (cells) and from squeue/sacct (tasks), never from the first result
+  pickle: submitit's in-job ``scontrol requeue`` can write an error result while Slurm runs the task again.
+* A fresh ``AutoExecutor(cluster="slurm")`` per submission, and GPU keys left out (never ``None``) when no GPU
+  is asked: submitit cannot unset a parameter once set.
+* Job ids are kept in ``<store>/slurm/jobs.json`` so that ``status`` and ``cancel`` find a sweep's jobs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from study.errors import UserError
+from study.executors.base import RunSummary
+
+if TYPE_CHECKING:
+    from study.config import ExecutorSpec, Sweep
+    from study.plan import Cell
+    from study.runner import SweepContext
+    from study.store import Store
+
+ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
+          "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED"}
+CONTROLLER_PATIENCE_S = 300  # how long --wait tolerates an unreachable controller (a restart, a failover)
+JOBS_FILE = "slurm/jobs.json"
+
+
+# --- talking to Slurm -----------------------------------------------------------------------------------
+
+def _slurm(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    if shutil.which(cmd[0]) is None:
+        raise UserError(f"executor slurm: `{cmd[0]}` is not on PATH: run on a Slurm login node, or start the "
+                        f"local test cluster (bash scripts/local_slurm.sh start; source $SLURM_BASE/env.sh)")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if check and proc.returncode != 0:
+        raise UserError(_slurm_error(cmd[0], proc))
+    return proc
+
+
+def _slurm_error(tool: str, proc: subprocess.CompletedProcess) -> str:
+    """One line: the tool's last message, plus the usual cause when Slurm cannot be reached at all."""
+    lines = (proc.stderr.strip() or proc.stdout.strip() or f"exit status {proc.returncode}").splitlines()
+    msg = f"{tool} failed: {lines[-1].strip()}"
+    if any(x in proc.stderr for x in ("configuration source", "Unable to contact", "Connection refused")):
+        msg += " (no Slurm controller reachable: is SLURM_CONF set, e.g. `source $SLURM_BASE/env.sh`?)"
+    return msg
+
+
+def queue_states(job_ids: list[str]) -> dict[str, str]:
+    """Array task id (``12_3``) -> state, for tasks the controller still lists (pending, running, ...).
+
+    ``-r`` lists each pending array task on its own line. A job id the controller has forgotten makes squeue
+    fail for the whole list, so ask job by job in that case.
+    """
+    if not job_ids:
+        return {}
+    proc = _slurm("squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%i|%T", check=False)
+    if proc.returncode != 0:
+        if len(job_ids) == 1:
+            if "Invalid job id" in proc.stderr:
+                return {}
+            raise UserError(_slurm_error("squeue", proc))
+        out: dict[str, str] = {}
+        for jid in job_ids:
+            out.update(queue_states([jid]))
+        return out
+    return dict(line.split("|", 1) for line in proc.stdout.splitlines() if "|" in line)
+
+
+def _expand(task_id: str) -> list[str]:
+    """``12_[0-2,5%4]`` -> ``12_0 12_1 12_2 12_5`` (sacct folds array tasks that never started)."""
+    if "[" not in task_id:
+        return [task_id]
+    job, _, rest = task_id.partition("_[")
+    out = []
+    for part in rest.rstrip("]").split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        out += [f"{job}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+    return out
+
+
+def accounting_states(job_ids: list[str]) -> dict[str, str]:
+    """Array task id -> state as accounting records it (terminal states live only here); {} without sacct."""
+    if not job_ids or shutil.which("sacct") is None:
+        return {}
+    proc = _slurm("sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", "JobID,State", check=False)
+    if proc.returncode != 0:  # e.g. "Slurm accounting storage is disabled"
+        return {}
+    out: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        jid, _, state = line.partition("|")
+        for tid in _expand(jid):
+            out[tid] = state.split()[0] if state else "UNKNOWN"
+    return out
+
+
+def task_states(job_ids: list[str]) -> dict[str, str]:
+    """Accounting's view, overridden by the controller's fresher one for tasks it still lists."""
+    return {**accounting_states(job_ids), **queue_states(job_ids)}
+
+
+def partition_gpus(partition: str | None) -> int:
+    """GPUs per node of a partition (the default one if None), from sinfo's gres column; 0 when none."""
+    args = ["sinfo", "-h", "-o", "%G"] + (["-p", partition] if partition else [])
+    best = 0
+    for gres in _slurm(*args).stdout.split():
+        for item in gres.split(","):
+            parts = item.split("(")[0].split(":")
+            if parts[0] == "gpu" and parts[-1].isdigit():
+                best = max(best, int(parts[-1]))
+    return best
+
+
+# --- what is kept in the store --------------------------------------------------------------------------
+
+@contextmanager
+def _jobs_lock(store: "Store") -> Iterator[Path]:
+    path = store.root / JOBS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield path
+
+
+def read_jobs(store: "Store") -> list[dict[str, Any]]:
+    """Every submission made for this store: job id, when, and the cell ids of each array task."""
+    path = store.root / JOBS_FILE
+    try:
+        return json.loads(path.read_text())["jobs"]
+    except FileNotFoundError:
+        return []
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise UserError(f"{path}: unreadable ({exc}); move it away to forget the recorded Slurm jobs") from None
+
+
+def _add_job(store: "Store", entry: dict[str, Any]) -> None:
+    from study.store import atomic_write
+
+    with _jobs_lock(store) as path:
+        jobs = read_jobs(store) + [entry]
+        atomic_write(path, json.dumps({"jobs": jobs}, indent=1).encode())
+
+
+def _task_cells(jobs: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Slurm task id (``12_3``, or ``12`` when submitit sent a one-task array as a plain job) -> its cells."""
+    return {tid: cells for j in jobs
+            for tid, cells in zip(j.get("task_ids") or [f"{j['job_id']}_{i}" for i in range(len(j["tasks"]))],
+                                  j["tasks"])}
+
+
+def _live_job_ids() -> set[str]:
+    """Raw ids of this user's jobs the controller still lists (``%A``: an array task's own job id)."""
+    import getpass
+
+    proc = _slurm("squeue", "-h", "-u", getpass.getuser(), "-o", "%A")
+    return set(proc.stdout.split())
+
+
+def _break_dead_claims(store: "Store", cell_ids: list[str]) -> int:
+    """Remove claims held by Slurm tasks that no longer run (cancelled, or killed on another node).
+
+    A claim by a dead process counts as stale only on its own host; without this a task killed on node A
+    would lock its cell for the claim's time-to-live against a resubmission that lands on node B. The claim's
+    owner names the task's own ``SLURM_JOB_ID`` (``host:pid:slurm<id>_<index>``).
+    """
+    claims = {c: store.read_claim(c) for c in cell_ids}
+    slurm_owned = {c: cl for c, cl in claims.items() if cl is not None and ":slurm" in cl.owner}
+    if not slurm_owned:
+        return 0
+    live = _live_job_ids()
+    broken = 0
+    for cell_id, claim in slurm_owned.items():
+        if claim.owner.rsplit(":slurm", 1)[1].split("_")[0] not in live:
+            (store.root / "claims" / f"{cell_id}.claim").unlink(missing_ok=True)
+            broken += 1
+    return broken
+
+
+# --- the job side -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything an array task needs to run its cells, independent of the submitting process."""
+
+    sweep: "Sweep"
+    sweep_hash: str
+    source: str | None
+    cwd: str
+    zoo_root: str | None
+    device: str
+    gpus: int
+    store_root: str
+    retry_failed: bool
+    plugins: tuple[str, ...] = ()
+
+
+def job_device(requested: str, gpus: int) -> str:
+    """``cuda`` when the task was given a GPU (or the sweep asks for one) and torch sees it, else ``cpu``.
+
+    Falls back to CPU instead of failing: a GPU partition whose node lost its driver, or the local test
+    cluster's fake GPUs, still finishes the cells (slower), and the task log says so.
+    """
+    if not (requested.startswith("cuda") or gpus > 0):
+        return requested
+    import torch
+
+    if torch.cuda.is_available():
+        return requested if requested.startswith("cuda") else "cuda"
+    print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r} but torch sees no CUDA device: "
+          f"running on CPU", flush=True)
+    return "cpu"
+
+
+try:
+    from submitit.helpers import Checkpointable as _Checkpointable
+except ImportError:  # the executor is unavailable; the job-side class must still be importable for status
+    _Checkpointable = object  # type: ignore[assignment,misc]
+
+
+class CellsTask(_Checkpointable):
+    """One array task: run a chunk of cells; on preemption or time-out, requeue with the unfinished ones."""
+
+    def __init__(self, spec: TaskSpec):
+        self.spec = spec
+        self.current: str | None = None
+        self.finished: list[str] = []
+
+    def __call__(self, cell_ids: list[str]) -> dict[str, Any]:
+        from study.methods.registry import register_module
+        from study.runner import prepare, run_cells
+        from study.store import Store
+
+        spec = self.spec
+        os.chdir(spec.cwd)
+        for module in spec.plugins:
+            register_module(module)
+        device = job_device(spec.device, spec.gpus)
+        ctx = prepare(spec.sweep, zoo_root=Path(spec.zoo_root) if spec.zoo_root else None, device=device,
+                      check_compat=False)
+        ctx.source = Path(spec.source) if spec.source else None
+        by_id = ctx.plan.by_id()
+        cells = [by_id[c] for c in cell_ids if c in by_id]
+        if len(cells) < len(cell_ids):
+            print(f"{len(cell_ids) - len(cells)} cell(s) of this task are no longer in the sweep's plan (a "
+                  f"checkpoint changed since submission): skipped; `merge-study run` plans them anew", flush=True)
+        task = (f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
+                if "SLURM_ARRAY_JOB_ID" in os.environ else os.environ.get("SLURM_JOB_ID", "?"))
+        restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+        print(f"task {task}: {len(cells)} cell(s), device {device}, CUDA_VISIBLE_DEVICES="
+              f"{os.environ.get('CUDA_VISIBLE_DEVICES')}, restarts {restarts}", flush=True)
+
+        def started(cell: "Cell") -> None:
+            self.current = cell.cell_id
+            print(f"start  {cell.cell_id}  {cell.describe()}", flush=True)
+
+        def ended(cell: "Cell", outcome: str) -> None:
+            self.current = None
+            self.finished.append(cell.cell_id)
+            print(f"{outcome:<6} {cell.cell_id}  {cell.describe()}", flush=True)
+
+        counts = run_cells(ctx, Store(spec.store_root), cells, retry_failed=spec.retry_failed,
+                           on_start=started, on_cell=ended)
+        return {"counts": counts, "device": device, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "restarts": int(restarts)}
+
+    def checkpoint(self, cell_ids: list[str]) -> Any:
+        """Called by submitit on USR2 (preemption or the time limit): requeue with what is left."""
+        from submitit.helpers import DelayedSubmission
+        from study.store import Store
+
+        if self.current is not None:
+            Store(self.spec.store_root).release(self.current)
+        left = [c for c in cell_ids if c not in set(self.finished)]
+        print(f"interrupted (preempted or near the time limit) with {len(left)} cell(s) left: requeueing", flush=True)
+        return DelayedSubmission(CellsTask(self.spec), left)
+
+
+# --- the submitting side --------------------------------------------------------------------------------
+
+def executor_parameters(spec: "ExecutorSpec", name: str, n_tasks: int) -> dict[str, Any]:
+    """submitit parameters from the sweep's ``executor:`` block; GPU keys only when GPUs are asked."""
+    params: dict[str, Any] = {
+        "name": f"ms-{name}",
+        "timeout_min": spec.time_min,
+        "mem_gb": spec.mem_gb,
+        "cpus_per_task": spec.cpus_per_task,
+        "slurm_array_parallelism": min(spec.array_parallelism, n_tasks),
+    }
+    if spec.partition:
+        params["slurm_partition"] = spec.partition
+    if spec.gpus_per_task:
+        params["gpus_per_node"] = spec.gpus_per_task  # one task per node: per node = per task
+    if spec.sbatch_extra:
+        params["slurm_additional_parameters"] = dict(spec.sbatch_extra)
+    return params
+
+
+def chunk_cells(cells: list["Cell"], per_task: int) -> list[list[str]]:
+    """Chunks of at most ``per_task`` cells, never mixing bases: a task then loads one base's evaluator."""
+    chunks: list[list[str]] = []
+    by_base: dict[str, list[str]] = {}
+    for cell in cells:
+        by_base.setdefault(cell.base, []).append(cell.cell_id)
+    for ids in by_base.values():
+        chunks += [ids[i:i + per_task] for i in range(0, len(ids), per_task)]
+    return chunks
+
+
+class SlurmExecutor:
+    """Submits the cells a sweep still needs as one job array; with ``wait`` follows it to the end."""
+
+    poll_s = 3.0
+
+    def run(self, ctx: "SweepContext", store: "Store", *, retry_failed: bool = False, wait: bool = True) -> RunSummary:
+        from study.executors.pool import plugin_modules
+
+        summary = RunSummary()
+        todo, held, running_jobs = self._cells_to_submit(ctx, store, retry_failed, summary)
+        if todo:
+            self._submit_cells(ctx, store, todo, retry_failed, summary, plugin_modules())
+        elif held:
+            print(f"slurm: nothing new to submit; job(s) {' '.join(running_jobs)} still hold {len(held)} cell(s)",
+                  flush=True)
+        else:
+            print("slurm: nothing to submit", flush=True)
+        if wait and (todo or held):
+            summary.claimed_elsewhere = 0  # followed to the end below, and counted by outcome
+            follow(ctx, store, summary.submitted + running_jobs, [c.cell_id for c in todo] + held, summary)
+        return summary
+
+    def _submit_cells(self, ctx: "SweepContext", store: "Store", todo: list["Cell"], retry_failed: bool,
+                      summary: RunSummary, plugins: list[str]) -> None:
+        spec = ctx.sweep.executor
+        if spec.gpus_per_task and partition_gpus(spec.partition) < spec.gpus_per_task:
+            where = f"partition {spec.partition!r}" if spec.partition else "the default partition"
+            raise UserError(f"executor.gpus_per_task = {spec.gpus_per_task} but {where} has fewer GPUs per node "
+                            f"(sinfo): choose a GPU partition or set gpus_per_task: 0")
+        chunks = chunk_cells(todo, spec.cells_per_task)
+        task_spec = TaskSpec(
+            sweep=ctx.sweep, sweep_hash=ctx.plan.sweep_hash, source=str(ctx.source.resolve()) if ctx.source else None,
+            cwd=os.getcwd(), zoo_root=str(Path(ctx.zoo_root).resolve()) if ctx.zoo_root else None,
+            device=ctx.device, gpus=spec.gpus_per_task, store_root=str(store.root.resolve()),
+            retry_failed=retry_failed, plugins=tuple(plugins))
+        job_id = self._submit(ctx, store, chunks, task_spec)
+        summary.submitted.append(job_id)
+        print(f"slurm: submitted job array {job_id}: {len(chunks)} task(s) for {len(todo)} cell(s); logs in "
+              f"{store.root / 'slurm' / 'logs'}", flush=True)
+
+    def _cells_to_submit(self, ctx: "SweepContext", store: "Store", retry_failed: bool,
+                         summary: RunSummary) -> tuple[list["Cell"], list[str], list[str]]:
+        """(cells to submit, cell ids held by live tasks of earlier submissions, those jobs' ids).
+
+        Not-applicable cells are recorded here, at once: they need no model, so no array task.
+        """
+        from study.runner import run_cells
+        from study.store import DONE, FAILED, NOT_APPLICABLE
+
+        candidates, not_applicable = [], []
+        for cell in ctx.plan.unique_cells():
+            status = store.status(cell.cell_id)
+            if status == DONE:
+                summary.add("cached")
+            elif status == NOT_APPLICABLE:
+                summary.add("not_applicable")
+            elif status == FAILED and not retry_failed:
+                summary.add("failed")
+            elif cell.not_applicable:
+                not_applicable.append(cell)
+            else:
+                candidates.append(cell)
+        if not_applicable:
+            for outcome, n in run_cells(ctx, store, not_applicable).items():
+                summary.add(outcome, n)
+        if not candidates:
+            return [], [], []
+        jobs = read_jobs(store)
+        active = queue_states([j["job_id"] for j in jobs])
+        active_jobs = {tid.split("_")[0] for tid in active}
+        held = {c for tid, cells in _task_cells(jobs).items() if tid in active for c in cells}
+        # a pending array may be listed as one "12_[3-7]" line: its job id being listed is enough
+        held |= {c for j in jobs if j["job_id"] in active for cells in j["tasks"] for c in cells}
+        todo = [c for c in candidates if c.cell_id not in held]
+        held_ids = [c.cell_id for c in candidates if c.cell_id in held]
+        summary.add("claimed_elsewhere", len(held_ids))
+        _break_dead_claims(store, [c.cell_id for c in todo])
+        return todo, held_ids, sorted(active_jobs, key=int)
+
+    def _submit(self, ctx: "SweepContext", store: "Store", chunks: list[list[str]], task_spec: TaskSpec) -> str:
+        import submitit
+
+        logs = store.root / "slurm" / "logs"
+        executor = submitit.AutoExecutor(folder=logs, cluster="slurm")
+        executor.update_parameters(**executor_parameters(ctx.sweep.executor, ctx.sweep.name, len(chunks)))
+        try:
+            jobs = executor.map_array(CellsTask(task_spec), chunks)
+        except submitit.core.utils.FailedJobError as exc:
+            lines = [ln for ln in str(exc).splitlines() if "error" in ln.lower()] or str(exc).splitlines() or [""]
+            where = f" (executor: block of {ctx.source})" if ctx.source else ""
+            raise UserError(f"Slurm refused the job array for sweep {ctx.sweep.name}: {lines[-1].strip()}; "
+                            f"check the resources asked{where}") from None
+        job_id = jobs[0].job_id.split("_")[0]
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        _add_job(store, {"job_id": job_id, "submitted": now, "sweep": ctx.sweep.name,
+                         "sweep_hash": ctx.plan.sweep_hash, "logs": str(logs),
+                         "task_ids": [j.job_id for j in jobs], "tasks": chunks})
+        return job_id
+
+
+# --- following, status, cancel --------------------------------------------------------------------------
+
+def follow(ctx: "SweepContext", store: "Store", job_ids: list[str], cells: list[str], summary: RunSummary) -> None:
+    """Show progress on ``cells`` until no task of ``job_ids`` is queued or running; count outcomes from the store.
+
+    Interrupting this (Ctrl-C) stops following, not the jobs.
+    """
+    from study.executors.local import progress_bar
+    from study.store import DONE, FAILED, NOT_APPLICABLE
+
+    jobs = [j for j in read_jobs(store) if j["job_id"] in job_ids]
+    tasks = _task_cells(jobs)
+    left = set(cells)
+    final: dict[str, str] = {}
+    with progress_bar(transient=False) as bar:
+        bar_task = bar.add_task(f"{ctx.sweep.name} (slurm {','.join(job_ids)})", total=len(cells), cell="")
+        active: dict[str, str] = {}
+        unreachable_since: float | None = None
+        while True:
+            try:
+                active = queue_states(job_ids)
+                unreachable_since = None
+            except UserError as exc:
+                unreachable_since = unreachable_since or time.monotonic()
+                if time.monotonic() - unreachable_since > CONTROLLER_PATIENCE_S:
+                    raise UserError(f"lost the Slurm controller while following jobs {', '.join(job_ids)}: {exc}; "
+                                    f"the jobs may still run: see `merge-study status`") from None
+            for cid in list(left):
+                status = store.status(cid)
+                if status in (DONE, FAILED, NOT_APPLICABLE):
+                    final[cid] = status
+                    left.discard(cid)
+            counts: dict[str, int] = {}
+            for state in active.values():
+                counts[state.lower()] = counts.get(state.lower(), 0) + 1
+            bar.update(bar_task, completed=len(cells) - len(left),
+                       cell=", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+            if not active and unreachable_since is None:
+                break
+            time.sleep(SlurmExecutor.poll_s)
+    outcome = {DONE: "computed", FAILED: "failed", NOT_APPLICABLE: "not_applicable"}
+    for status in final.values():
+        summary.add(outcome[status])
+    if left:
+        _report_unfinished(store, jobs, tasks, left)
+
+
+def _report_unfinished(store: "Store", jobs: list[dict[str, Any]], tasks: dict[str, list[str]],
+                       left: set[str]) -> None:
+    """Say which tasks ended without finishing their cells, how (sacct), and which log to read."""
+    states = _settled_states([j["job_id"] for j in jobs], list(tasks))
+    for tid, ids in tasks.items():
+        missing = [c for c in ids if c in left]
+        if missing:
+            job = next(j for j in jobs if tid.startswith(j["job_id"] + "_"))
+            log = Path(job["logs"]) / f"{tid}_0_log"
+            print(f"slurm: task {tid} ended {states.get(tid, 'without an accounting record')} with "
+                  f"{len(missing)} cell(s) unfinished; read {log}.out and .err", flush=True)
+    print(f"slurm: {len(left)} cell(s) not finished: `merge-study run` again submits them", flush=True)
+
+
+def _settled_states(job_ids: list[str], task_ids: list[str], timeout_s: float = 15.0) -> dict[str, str]:
+    """sacct lags the controller by seconds (cluster.md, snag 12): poll briefly until no task looks active."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = accounting_states(job_ids)
+        if time.monotonic() > deadline or not any(states.get(t, "PENDING") in ACTIVE for t in task_ids):
+            return states
+        time.sleep(1.0)
+
+
+def slurm_states(store: "Store") -> dict[str, int]:
+    """Array tasks of this store's submissions counted by state (``merge-study status``)."""
+    jobs = read_jobs(store)
+    if not jobs:
+        return {}
+    try:
+        states = task_states([j["job_id"] for j in jobs])
+    except UserError as exc:  # status still answers from the store
+        print(f"warning: cannot ask Slurm about jobs {', '.join(j['job_id'] for j in jobs)}: {exc}", file=sys.stderr)
+        return {"UNREACHABLE": sum(len(j["tasks"]) for j in jobs)}
+    counts: dict[str, int] = {}
+    for tid in _task_cells(jobs):
+        state = states.get(tid, "UNKNOWN")
+        counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
+def cancel_jobs(store: "Store", timeout_s: float = 60.0) -> list[str]:
+    """scancel every queued or running job of this store, wait until they are gone, free their claims."""
+    jobs = read_jobs(store)
+    active = queue_states([j["job_id"] for j in jobs])
+    ids = sorted({tid.split("_")[0] for tid in active}, key=int)
+    if not ids:
+        return []
+    _slurm("scancel", *ids)
+    deadline = time.monotonic() + timeout_s
+    while queue_states(ids):
+        if time.monotonic() > deadline:
+            raise UserError(f"jobs {' '.join(ids)} are still listed by squeue {timeout_s:.0f} s after scancel: "
+                            f"check `squeue -j {','.join(ids)}`")
+        time.sleep(1.0)
+    _break_dead_claims(store, [c for cells in _task_cells(jobs).values() for c in cells])
+    return ids
