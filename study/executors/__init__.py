@@ -20,6 +20,8 @@ def get_executor(kind: str) -> Executor:
         raise UserError(f"unknown executor {kind!r}: choose one of {', '.join(_KINDS)}")
     module, _, cls = _KINDS[kind].partition(":")
     try:
+        if kind == "slurm":
+            import submitit  # noqa: F401  (imported lazily by the executor: check now that it is installed)
         return getattr(importlib.import_module(module), cls)()
     except ImportError as exc:
         extra = " (install the cluster extra: pip install 'merge-study[cluster]')" if kind == "slurm" else ""

@@ -396,8 +396,6 @@ class SlurmExecutor:
         active = queue_states([j["job_id"] for j in jobs])
         active_jobs = {tid.split("_")[0] for tid in active}
         held = {c for tid, cells in _task_cells(jobs).items() if tid in active for c in cells}
-        # a pending array may be listed as one "12_[3-7]" line: its job id being listed is enough
-        held |= {c for j in jobs if j["job_id"] in active for cells in j["tasks"] for c in cells}
         todo = [c for c in candidates if c.cell_id not in held]
         held_ids = [c.cell_id for c in candidates if c.cell_id in held]
         summary.add("claimed_elsewhere", len(held_ids))
@@ -439,37 +437,51 @@ def follow(ctx: "SweepContext", store: "Store", job_ids: list[str], cells: list[
     tasks = _task_cells(jobs)
     left = set(cells)
     final: dict[str, str] = {}
+    interrupted = False
     with progress_bar(transient=False) as bar:
         bar_task = bar.add_task(f"{ctx.sweep.name} (slurm {','.join(job_ids)})", total=len(cells), cell="")
-        active: dict[str, str] = {}
-        unreachable_since: float | None = None
-        while True:
-            try:
-                active = queue_states(job_ids)
-                unreachable_since = None
-            except UserError as exc:
-                unreachable_since = unreachable_since or time.monotonic()
-                if time.monotonic() - unreachable_since > CONTROLLER_PATIENCE_S:
-                    raise UserError(f"lost the Slurm controller while following jobs {', '.join(job_ids)}: {exc}; "
-                                    f"the jobs may still run: see `merge-study status`") from None
-            for cid in list(left):
-                status = store.status(cid)
-                if status in (DONE, FAILED, NOT_APPLICABLE):
-                    final[cid] = status
-                    left.discard(cid)
-            counts: dict[str, int] = {}
-            for state in active.values():
-                counts[state.lower()] = counts.get(state.lower(), 0) + 1
-            bar.update(bar_task, completed=len(cells) - len(left),
-                       cell=", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-            if not active and unreachable_since is None:
-                break
-            time.sleep(SlurmExecutor.poll_s)
+        try:
+            _poll_until_done(store, job_ids, len(cells), left, final, lambda **kw: bar.update(bar_task, **kw))
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        print(f"slurm: stopped following; job(s) {' '.join(job_ids)} keep running: see `merge-study status`, "
+              f"stop them with `merge-study cancel`", flush=True)
     outcome = {DONE: "computed", FAILED: "failed", NOT_APPLICABLE: "not_applicable"}
     for status in final.values():
         summary.add(outcome[status])
-    if left:
+    if left and not interrupted:
         _report_unfinished(store, jobs, tasks, left)
+
+
+def _poll_until_done(store: "Store", job_ids: list[str], total: int, left: set[str], final: dict[str, str],
+                     show: Any) -> None:
+    """Move cells from ``left`` to ``final`` as records appear, until Slurm lists no task of ``job_ids``."""
+    from study.store import DONE, FAILED, NOT_APPLICABLE
+
+    unreachable_since: float | None = None
+    while True:
+        active: dict[str, str] = {}
+        try:
+            active = queue_states(job_ids)
+            unreachable_since = None
+        except UserError as exc:
+            unreachable_since = unreachable_since or time.monotonic()
+            if time.monotonic() - unreachable_since > CONTROLLER_PATIENCE_S:
+                raise UserError(f"lost the Slurm controller while following jobs {', '.join(job_ids)}: {exc}; "
+                                f"the jobs may still run: see `merge-study status`") from None
+        for cid in list(left):
+            status = store.status(cid)
+            if status in (DONE, FAILED, NOT_APPLICABLE):
+                final[cid] = status
+                left.discard(cid)
+        counts: dict[str, int] = {}
+        for state in active.values():
+            counts[state.lower()] = counts.get(state.lower(), 0) + 1
+        show(completed=total - len(left), cell=", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        if not active and unreachable_since is None:
+            return
+        time.sleep(SlurmExecutor.poll_s)
 
 
 def _report_unfinished(store: "Store", jobs: list[dict[str, Any]], tasks: dict[str, list[str]],

@@ -49,10 +49,11 @@ class Schedule:
 
 
 @contextlib.contextmanager
-def torch_threads(n: int = THREADS) -> Iterator[None]:
-    """Run with ``n`` torch threads, restoring the caller's setting afterwards."""
+def torch_threads(n: int | None = None) -> Iterator[None]:
+    """Run with ``n`` (default ``THREADS``) torch threads, restoring the caller's setting afterwards."""
     import torch
 
+    n = THREADS if n is None else n
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

@@ -1,0 +1,220 @@
+"""Merge speed and memory: our streaming kernel vs mergekit vs the I/O floor, measured side by side.
+
+For each model family (the mini zoo; SmolLM2-135M variants), k and method, three measurements run each in a
+fresh subprocess (so peak RSS is that merge's alone):
+
+- ``native``: ``study.merge.write_merged`` (stream tensors, merge, write a HF directory);
+- ``mergekit``: ``mergekit.merge.run_merge`` on the same inputs, same dtype (where mergekit has the method);
+- ``io``: the floor — read every tensor of the k + 1 input checkpoints and write one model's worth.
+
+Wall time is measured inside the child around the merge call only (imports excluded: mergekit's import is
+~6 s and would flatter us). Prints a table, then one JSON line of ratios (speed = mergekit time / native time;
+floor = native time / I/O time; rss = native peak / mergekit peak). No thresholds are asserted here.
+
+    python bench/merge_bench.py --quick         # mini zoo, k = 2, 4 (CI-sized)
+    python bench/merge_bench.py                 # mini zoo and SmolLM2 variants, k = 2, 4, 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+METHODS = ["task_arithmetic", "ties", "model_stock", "tsv_merge", "iso_c"]
+MERGEKIT = {"task_arithmetic": ({"lambda": 1.0, "normalize": False}, {}),
+            "ties": ({"lambda": 1.0, "normalize": True}, {"density": 0.2}),
+            "model_stock": ({}, {})}
+NATIVE_PARAMS = {"task_arithmetic": {"lambda": 1.0}, "ties": {"density": 0.2, "lambda": 1.0}}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_native(method: str, base: str, models: list[str], out: str) -> dict:
+    from study.merge import open_inputs, write_merged
+    from study.methods.registry import get_method
+
+    info = get_method(method)
+    params = info.resolve_params(NATIVE_PARAMS.get(method, {}), n_models=len(models))
+    rss0 = peak_rss_mb()
+    t0 = time.perf_counter()
+    write_merged(open_inputs(Path(base), [Path(m) for m in models]), info, params, Path(out))
+    return {"wall_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(), "rss_before_mb": rss0}
+
+
+def child_mergekit(method: str, base: str, models: list[str], out: str) -> dict:
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import MergeOptions, run_merge
+
+    from study.tensors import SafetensorsSource
+
+    src = SafetensorsSource(Path(base))
+    dtype = src.dtype(src.names()[0])
+    glob, per_model = MERGEKIT[method]
+    cfg = MergeConfiguration.model_validate({
+        "merge_method": method, "base_model": base, "dtype": dtype, "parameters": glob,
+        "models": [{"model": m, "parameters": {"weight": 1.0, **per_model}} if method != "model_stock" else {"model": m}
+                   for m in models],
+    })
+    rss0 = peak_rss_mb()
+    t0 = time.perf_counter()
+    run_merge(cfg, out, MergeOptions(device="cpu", copy_tokenizer=True, quiet=True, random_seed=0))
+    return {"wall_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(), "rss_before_mb": rss0}
+
+
+def child_io(method: str, base: str, models: list[str], out: str) -> dict:
+    """Read every tensor of the k + 1 inputs one name at a time, write the base's worth: the floor."""
+    from safetensors.torch import save_file
+
+    from study.tensors import SafetensorsSource
+
+    rss0 = peak_rss_mb()
+    t0 = time.perf_counter()
+    sources = [SafetensorsSource(Path(p)) for p in [base, *models]]
+    result = {}
+    for name in sources[0].names():
+        tensors = [s.get(name) for s in sources]
+        result[name] = tensors[0]
+    Path(out).mkdir(parents=True, exist_ok=True)
+    save_file(result, str(Path(out) / "model.safetensors"))
+    return {"wall_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(), "rss_before_mb": rss0}
+
+
+CHILDREN = {"native": child_native, "mergekit": child_mergekit, "io": child_io}
+
+
+def measure(kind: str, method: str, base: Path, models: list[Path]) -> dict:
+    out = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
+    try:
+        cmd = [sys.executable, __file__, "--child", kind, "--method", method, "--base", str(base), "--out", str(out / "m"),
+               *[x for m in models for x in ("--model", str(m))]]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def zoo_family() -> tuple[Path, list[Path]]:
+    from study.zoo import build_zoo
+
+    zoo = build_zoo(progress=False)
+    return zoo.model("base"), [zoo.model(e) for e in zoo.experts]
+
+
+def smollm2_family(n: int) -> tuple[Path, list[Path]]:
+    """SmolLM2-135M (bf16) and ``n`` variants = base + a random rank-8 delta per 2-D tensor.
+
+    Merge cost does not depend on what the deltas mean, so random variants measure the same work as
+    fine-tunes, in seconds instead of minutes of training.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    import smollm2  # the same conversion the slow tests use (cached)
+
+    base = smollm2.base_model()
+    root = smollm2.cache_dir() / "bench-variants"
+    out = []
+    for i in range(n):
+        d = root / f"v{i}"
+        if not (d / "model.safetensors").is_file():
+            g = torch.Generator().manual_seed(1000 + i)
+            sd = {}
+            for f in sorted(base.glob("*.safetensors")):
+                sd.update(load_file(f))
+            for name, t in sd.items():
+                if t.dim() == 2:
+                    a = torch.randn(t.shape[0], 8, generator=g) * 0.01
+                    b = torch.randn(8, t.shape[1], generator=g) * 0.01
+                    sd[name] = (t.float() + a @ b).to(t.dtype)
+            d.mkdir(parents=True, exist_ok=True)
+            for extra in base.iterdir():
+                if extra.suffix != ".safetensors" and extra.is_file():
+                    shutil.copy2(extra, d / extra.name)
+            save_file(sd, str(d / "model.safetensors"), metadata={"format": "pt"})
+        out.append(d)
+    return base, out
+
+
+def run(families: list[str], ks: list[int], methods: list[str]) -> dict:
+    rows = []
+    for family in families:
+        base, pool = zoo_family() if family == "zoo" else smollm2_family(max(ks))
+        for k in ks:
+            if k > len(pool):
+                continue
+            models = pool[:k]
+            io = measure("io", "io", base, models)
+            for method in methods:
+                native = measure("native", method, base, models)
+                theirs = measure("mergekit", method, base, models) if method in MERGEKIT else {}
+                rows.append({"family": family, "k": k, "method": method, "native": native, "mergekit": theirs, "io": io})
+                print(f"{family:8} k={k:<2} {method:16} native {native.get('wall_s', float('nan')):7.2f}s "
+                      f"{native.get('peak_rss_mb', 0):7.0f}MB | mergekit {theirs.get('wall_s', float('nan')):7.2f}s "
+                      f"{theirs.get('peak_rss_mb', 0):7.0f}MB | io {io.get('wall_s', float('nan')):6.2f}s"
+                      + (f"  [{native.get('error') or theirs.get('error')}]" if native.get("error") or theirs.get("error") else ""),
+                      flush=True)
+    return {"rows": rows}
+
+
+def ratios(rows: list[dict]) -> dict:
+    """Headline ratios from the largest family and k measured (the most realistic merge in this run)."""
+    ok = [r for r in rows if "wall_s" in r["native"]]
+    if not ok:
+        return {}
+    fam = "smollm2" if any(r["family"] == "smollm2" for r in ok) else "zoo"
+    kmax = max(r["k"] for r in ok if r["family"] == fam)
+    pick = {r["method"]: r for r in ok if r["family"] == fam and r["k"] == kmax}
+    out: dict = {"bench": "merge", "family": fam, "k": kmax}
+    for short, method in [("ta", "task_arithmetic"), ("ties", "ties"), ("model_stock", "model_stock")]:
+        r = pick.get(method)
+        if r and "wall_s" in r["mergekit"]:
+            out[f"{short}_vs_mergekit_speed"] = round(r["mergekit"]["wall_s"] / r["native"]["wall_s"], 3)
+            out[f"{short}_rss_vs_mergekit"] = round(r["native"]["peak_rss_mb"] / r["mergekit"]["peak_rss_mb"], 3)
+    if "task_arithmetic" in pick and "wall_s" in pick["task_arithmetic"]["io"]:
+        out["ta_vs_io_floor"] = round(pick["task_arithmetic"]["native"]["wall_s"] / pick["task_arithmetic"]["io"]["wall_s"], 3)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="mini zoo only, k = 2, 4 (a couple of minutes)")
+    ap.add_argument("--families", default=None, help="comma list: zoo,smollm2")
+    ap.add_argument("--ks", default=None, help="comma list of k")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--json-out", default=None, help="also write every measurement to this file")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--method", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--base", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--model", action="append", default=[], help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(CHILDREN[args.child](args.method, args.base, args.model, args.out)))
+        return
+    families = (args.families or ("zoo" if args.quick else "zoo,smollm2")).split(",")
+    ks = [int(k) for k in (args.ks or ("2,4" if args.quick else "2,4,8")).split(",")]
+    print(f"# merge bench on {platform.node()} ({os.cpu_count()} cpus), families={families}, ks={ks}", flush=True)
+    result = run(families, ks, args.methods.split(","))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(ratios(result["rows"])))
+
+
+if __name__ == "__main__":
+    main()

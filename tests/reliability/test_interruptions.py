@@ -1,0 +1,151 @@
+"""Faults of the process and the disk: SIGKILL at seeded points, a full disk, a corrupted record, two runners
+on one store, stale claims. In each, the store ends equal to that of an uninterrupted run (``reference_store``:
+same cell ids, same scores, same samples), nothing partial is ever visible, and nothing finished is redone.
+
+Faults are injected inside the real ``merge-study run`` subprocess by the ``sitecustomize`` shim of
+``fixtures/reliability.py`` (``MS_FAULT_KILL``, ``MS_FAULT_ENOSPC``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fixtures.reliability import (comparable, popen_ms, record_bytes, run_ms, store_records)
+
+QUIET = {"TQDM_DISABLE": "1"}
+
+
+def verify_clean(store: Path) -> None:
+    proc = run_ms("verify-store", "--store", str(store))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 problem(s)" in proc.stdout
+
+
+def kill_points(seed: int) -> list[tuple[str, int]]:
+    """One kill in each phase, at seeded positions: mid-write, mid-evaluation, mid-merge, mid-write again.
+
+    Positions are small enough that each round's process reaches its kill point before the sweep ends
+    (the test asserts it did: exit by SIGKILL), and each round finishes at least one cell first.
+    """
+    rng = random.Random(seed)
+    return [("write", rng.randint(2, 3)), ("eval", rng.randint(2, 3)), ("merge", rng.randint(3, 30)),
+            ("write", 2)]
+
+
+def test_sigkill_at_seeded_points_then_resume(rel_sweep, reference_store, fault_shim, tmp_path):
+    store = tmp_path / "store"
+    finished: dict[str, bytes] = {}
+    for phase, nth in kill_points(seed=8):
+        proc = run_ms("run", str(rel_sweep), "--store", str(store), shim=fault_shim,
+                      env={**QUIET, "MS_FAULT_KILL": f"{phase}:{nth}"})
+        assert proc.returncode == -9, f"kill point {phase}:{nth} not reached:\n{proc.stdout}\n{proc.stderr}"
+        now = record_bytes(store)
+        for cid, data in finished.items():
+            assert now[cid] == data, f"finished cell {cid} was rewritten after a kill at {phase}:{nth}"
+        assert len(now) > len(finished), f"no progress in the round killed at {phase}:{nth}"
+        finished = now
+        for rec in store_records(store).values():  # every visible record is whole and checksummed
+            assert rec["status"] == "done"
+        verify_clean(store)
+    final = run_ms("run", str(rel_sweep), "--store", str(store), env=QUIET)
+    assert final.returncode == 0, final.stdout + final.stderr
+    n_left = 8 - len(finished)
+    assert f"cells: {n_left} computed, {len(finished)} cached" in final.stdout, final.stdout
+    after = record_bytes(store)
+    assert {cid: after[cid] for cid in finished} == finished, "a finished cell was recomputed"
+    assert comparable(store) == comparable(reference_store)
+    verify_clean(store)
+    assert not list((store / "claims").glob("*.claim")), "claims of killed runs were left behind"
+    assert not list((store / "history").iterdir()), "a done cell was written twice"
+
+
+def test_disk_full_while_writing_a_record(rel_sweep, reference_store, fault_shim, tmp_path):
+    store = tmp_path / "store"
+    proc = run_ms("run", str(rel_sweep), "--store", str(store), shim=fault_shim,
+                  env={**QUIET, "MS_FAULT_ENOSPC": "3"})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "disk full" in errors[0] and "free space and run again" in errors[0], errors[0]
+    assert str(store / "records") in errors[0]
+    assert len(store_records(store)) == 2, "the run did not stop at the full disk"
+    assert not [p for p in (store / "records").rglob("*") if p.is_file() and not p.name.endswith(".json")], \
+        "a partial (temporary) record file was left behind"
+    assert not list((store / "claims").glob("*.claim"))
+    verify_clean(store)
+    before = record_bytes(store)
+    again = run_ms("run", str(rel_sweep), "--store", str(store), env=QUIET)
+    assert again.returncode == 0 and "cells: 6 computed, 2 cached" in again.stdout, again.stdout + again.stderr
+    assert {c: record_bytes(store)[c] for c in before} == before
+    assert comparable(store) == comparable(reference_store)
+
+
+def test_corrupted_records_are_reported_and_recomputed(rel_sweep, reference_store, tmp_path):
+    store = tmp_path / "store"
+    shutil.copytree(reference_store, store)
+    paths = sorted((store / "records").glob("*/*.json"))
+    edited, truncated = paths[0], paths[1]
+    rec = json.loads(edited.read_text())
+    task = next(iter(rec["scores"]))
+    rec["scores"][task]["score"] = 1.0 - rec["scores"][task]["score"] + 0.125
+    edited.write_text(json.dumps(rec, indent=1, sort_keys=True))
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    intact = {c: b for c, b in record_bytes(store).items() if c not in (edited.stem, truncated.stem)}
+
+    proc = run_ms("verify-store", "--store", str(store))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"{edited}: checksum mismatch" in proc.stdout and f"{truncated}: not valid JSON" in proc.stdout
+    assert "8 records, 2 problem(s)" in proc.stdout
+
+    st = run_ms("status", str(rel_sweep), "--store", str(store), "--json")
+    assert json.loads(st.stdout)["pending"] == 2, st.stdout + st.stderr
+    again = run_ms("run", str(rel_sweep), "--store", str(store), env=QUIET)
+    assert again.returncode == 0 and "cells: 2 computed, 6 cached" in again.stdout, again.stdout + again.stderr
+    assert {c: record_bytes(store)[c] for c in intact} == intact
+    assert comparable(store) == comparable(reference_store)
+    verify_clean(store)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_two_runners_at_once_compute_each_cell_once(rel_sweep, reference_store, tmp_path):
+    """Started together on one store; one cell carries a dead local worker's claim, one an expired claim."""
+    store = tmp_path / "store"
+    cells = sorted(store_records(reference_store))
+    claims = store / "claims"
+    claims.mkdir(parents=True)
+    host = socket.gethostname()
+    dead = _dead_pid()
+    stale = {cells[0]: {"owner": f"{host}:{dead}", "host": host, "pid": dead, "expires": time.time() + 3600},
+             cells[1]: {"owner": "elsewhere:1", "host": "elsewhere", "pid": 1, "expires": time.time() - 1}}
+    for cid, claim in stale.items():
+        (claims / f"{cid}.claim").write_text(json.dumps(claim))
+
+    procs = [popen_ms("run", str(rel_sweep), "--store", str(store), env=QUIET) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, out + err
+    computed = []
+    for out, _ in outs:
+        line = next(ln for ln in out.splitlines() if ln.startswith("cells: "))
+        computed.append(int(line.split()[1]))
+    assert sum(computed) == 8, f"cells computed by the two runners: {computed} (a cell was computed twice)"
+    recs = store_records(store)
+    assert sorted(recs) == cells
+    assert not list((store / "history").iterdir()), "a cell was written twice"
+    workers = {r["worker"] for r in recs.values()}
+    pids = {str(p.pid) for p in procs}
+    assert {w.split(":")[1] for w in workers} <= pids, workers
+    assert recs[cells[0]]["worker"].split(":")[1] in pids  # the dead worker's claim was taken over
+    assert not list(claims.glob("*.claim"))
+    assert comparable(store) == comparable(reference_store)
