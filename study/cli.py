@@ -271,18 +271,9 @@ def merge(
 @friendly
 def methods(as_json: bool = typer.Option(False, "--json")) -> None:
     """Every registered method with its parameters, defaults, applicable k and reference."""
-    from study.methods.describe import describe_methods
+    from study.methods.describe import describe_methods, format_methods
 
-    rows = describe_methods()
-    if as_json:
-        typer.echo(json.dumps(rows, indent=1))
-        return
-    for row in rows:
-        typer.echo(f"{row['name']}  (k: {row['applicable_k']})  {row['summary']}")
-        for p in row["params"]:
-            typer.echo(f"    {p}")
-        if row.get("reference"):
-            typer.echo(f"    ref: {row['reference']}")
+    typer.echo(json.dumps(describe_methods(), indent=1) if as_json else format_methods())
 
 
 @app.command()

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -168,10 +168,11 @@ def _task_cells(jobs: list[dict[str, Any]]) -> dict[str, list[str]]:
 
 
 def _live_job_ids() -> set[str]:
-    """Raw ids of this user's jobs the controller still lists (``%A``: an array task's own job id)."""
+    """Ids of this user's jobs the controller still lists: each array task's own id (``%A``, what
+    ``SLURM_JOB_ID`` says inside it) and its array's id (``%F``, what ``SLURM_ARRAY_JOB_ID`` says)."""
     import getpass
 
-    proc = _slurm("squeue", "-h", "-u", getpass.getuser(), "-o", "%A")
+    proc = _slurm("squeue", "-h", "-u", getpass.getuser(), "-o", "%A %F")
     return set(proc.stdout.split())
 
 
@@ -202,7 +203,6 @@ class TaskSpec:
     """Everything an array task needs to run its cells, independent of the submitting process."""
 
     sweep: "Sweep"
-    sweep_hash: str
     source: str | None
     cwd: str
     zoo_root: str | None
@@ -356,7 +356,7 @@ class SlurmExecutor:
                             f"(sinfo): choose a GPU partition or set gpus_per_task: 0")
         chunks = chunk_cells(todo, spec.cells_per_task)
         task_spec = TaskSpec(
-            sweep=ctx.sweep, sweep_hash=ctx.plan.sweep_hash, source=str(ctx.source.resolve()) if ctx.source else None,
+            sweep=ctx.sweep, source=str(ctx.source.resolve()) if ctx.source else None,
             cwd=os.getcwd(), zoo_root=str(Path(ctx.zoo_root).resolve()) if ctx.zoo_root else None,
             device=ctx.device, gpus=spec.gpus_per_task, store_root=str(store.root.resolve()),
             retry_failed=retry_failed, plugins=tuple(plugins))
