@@ -53,25 +53,32 @@ die() {
 }
 
 # wait_for SECONDS DAEMON COMMAND...: poll COMMAND every 0.2 s until it succeeds (0) or the deadline passes
-# (1). DAEMON ("-" for none) is watched too: once it has had 2 s to write its pid file and is not alive,
-# waiting longer is pointless (2), so a daemon that dies at once (port taken) is reported at once.
+# (1). DAEMON is watched too ("-": nothing; NAME: its pid file; NAME:PID: that process or its pid file): once
+# it has had 3 s to write its pid file and is not alive, waiting longer is pointless (2), so a daemon that
+# dies at once is reported at once.
 wait_for() {
     local t0=$SECONDS deadline=$((SECONDS + $1)) daemon=$2
     shift 2
     until "$@" >/dev/null 2>&1; do
         ((SECONDS < deadline)) || return 1
-        if [[ $daemon != - ]] && ((SECONDS - t0 >= 2)) && ! live_pid "$daemon" >/dev/null; then
+        if [[ $daemon != - ]] && ((SECONDS - t0 >= 3)) && ! daemon_alive "$daemon"; then
             return 2
         fi
         sleep 0.2
     done
 }
 
+daemon_alive() {
+    [[ $1 == *:* ]] && kill -0 "${1#*:}" 2>/dev/null && return 0
+    live_pid "${1%%:*}" >/dev/null
+}
+
 # await_daemon SECONDS NAME HINT COMMAND...: wait_for, or die naming the daemon, what went wrong and its log.
+# NAME may be NAME:PID to watch a process that has not written its pid file yet (mariadbd).
 await_daemon() {
-    local secs=$1 name=$2 hint=$3 rc=0
+    local secs=$1 name=${2%%:*} hint=$3 watch=$2 rc=0
     shift 3
-    wait_for "$secs" "$name" "$@" || rc=$?
+    wait_for "$secs" "$watch" "$@" || rc=$?
     case $rc in
         0) return 0 ;;
         2) die "$name exited during start-up ($hint)" "$(log_file "$name")" ;;
@@ -350,7 +357,7 @@ start_mariadb() {
             --pid-file="$(pid_file mariadbd)" --bind-address=127.0.0.1 --port="$SLURM_DB_PORT" \
             --innodb-buffer-pool-size=64M --log-error="$(log_file mariadbd)" \
             </dev/null >"$B/log/mariadbd.out" 2>&1 9>&- &
-        await_daemon 60 mariadbd "is port $SLURM_DB_PORT free? else set SLURM_DB_PORT" mariadb_ping
+        await_daemon 60 "mariadbd:$!" "is port $SLURM_DB_PORT free? else set SLURM_DB_PORT" mariadb_ping
         STARTED+=(mariadbd)
     fi
     mariadb --no-defaults -S "$DB_SOCKET" -u root -e "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm';

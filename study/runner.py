@@ -171,7 +171,7 @@ class CellRunner:
     def checkpoint_weights(self, cell: Cell, label: str) -> dict[str, Any]:
         """One checkpoint's full state dict (a LoRA adapter materialised over the base)."""
         src = self.source(self.ctx.models[label].path, self.source(self.ctx.base_model(cell.base).path))
-        return {n: src.get(n) for n in src.names()}
+        return _finite({n: src.get(n) for n in src.names()}, src.path)
 
     def weights(self, cell: Cell) -> dict[str, Any]:
         """The state dict a cell evaluates: the base, one checkpoint, or a merge (streamed, in memory)."""
@@ -182,7 +182,7 @@ class CellRunner:
         ckpts = [self.ctx.models[label].path for label in cell.checkpoints]
         if cell.method == BASE:
             src = self.source(base.path)
-            return {n: src.get(n) for n in src.names()}
+            return _finite({n: src.get(n) for n in src.names()}, src.path)
         if cell.method == SINGLE:
             return self.checkpoint_weights(cell, cell.checkpoints[0])
         info = get_method(cell.method)
@@ -245,6 +245,19 @@ class CellRunner:
         finally:
             self.store.release(cell.cell_id)
         return COMPUTED if record["status"] == DONE else record["status"]
+
+
+def _finite(state: dict[str, Any], where: Path) -> dict[str, Any]:
+    """A base or single cell evaluates a model as it is; a NaN or Inf in it fails the cell, as in a merge
+    (``MergeInputs.load``), instead of recording scores of a broken model as done."""
+    import torch
+
+    from study.errors import MergeInputError
+
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise MergeInputError(f"tensor {name} of {where} has non-finite values (NaN or Inf)")
+    return state
 
 
 def save_plan(ctx: SweepContext, store: Store) -> None:

@@ -73,8 +73,8 @@ class Claim:
 
 
 def worker_id() -> str:
-    job = os.environ.get("SLURM_JOB_ID")
     task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = os.environ.get("SLURM_ARRAY_JOB_ID" if task else "SLURM_JOB_ID")
     slurm = f":slurm{job}" + (f"_{task}" if task else "") if job else ""
     return f"{socket.gethostname()}:{os.getpid()}{slurm}"
 
@@ -225,6 +225,11 @@ class Store:
         if current is not None and current.owner == worker_id():
             body = _canonical({**current.__dict__, "expires": time.time() + ttl_s})
             atomic_write(self._claim_path(cell_id), body)
+
+    def break_claim(self, cell_id: str) -> None:
+        """Remove a claim whatever its owner: for a coordinator that knows the owner is gone (a cancelled or
+        finished Slurm task), so the cell is picked up at once instead of after the claim expires."""
+        self._claim_path(cell_id).unlink(missing_ok=True)
 
     def release(self, cell_id: str) -> None:
         current = self.read_claim(cell_id)

@@ -4,6 +4,7 @@ the store's claims; a worker that dies has its cell recorded as failed and the p
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -53,7 +54,7 @@ def test_pool_results_equal_a_local_run(built_zoo, tmp_path, monkeypatch):
 def test_a_worker_killed_mid_cell_is_recorded_failed_and_the_rest_finish(built_zoo, tmp_path, monkeypatch,
                                                                          test_methods_dir):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    monkeypatch.setenv("PYTHONPATH", str(test_methods_dir))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(test_methods_dir), os.environ.get("PYTHONPATH", "")]))
     sweep = zoo_sweep(tmp_path / "die.yaml", "die", checkpoints=("zoo:add", "zoo:capital"), executor={"workers": 2},
                       methods=[{"name": "die"}, {"name": "task_arithmetic", "params": {"lambda": 1.0}}])
     store = tmp_path / "store"

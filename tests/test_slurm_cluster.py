@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import sys
 
-import cloudpickle
 import pytest
 
 from fixtures.slurm import wait_job_done, wait_until
 
 submitit = pytest.importorskip("submitit")
+cloudpickle = pytest.importorskip("cloudpickle")  # comes with submitit
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(180)]
 

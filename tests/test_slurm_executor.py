@@ -7,6 +7,7 @@ every expectation about Slurm is polled with a deadline (accounting lags the con
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from fixtures.slurm import store_records, wait_until, zoo_sweep
-from fixtures.sweeps import REPO, cli, status_json
+from fixtures.sweeps import REPO, cli
 
 pytestmark = pytest.mark.timeout(900)
 real_slurm = pytest.mark.slurm
@@ -69,6 +70,21 @@ def zoo_root(built_zoo) -> str:
     return str(built_zoo.path.parent)
 
 
+@pytest.fixture(autouse=True)
+def _test_methods_importable(test_methods_dir, monkeypatch):
+    """The misbehaving test methods, importable here and (sbatch passes the environment on) in the tasks."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(test_methods_dir), os.environ.get("PYTHONPATH", "")]))
+
+
+def ms(*args: str, check: bool = True):
+    """``merge-study --plugin ms_test_methods ARGS``."""
+    return cli("--plugin", "ms_test_methods", *args, check=check)
+
+
+def status(sweep: Path, store: Path) -> dict:
+    return json.loads(ms("status", str(sweep), "--store", str(store), "--json").stdout)
+
+
 @real_slurm
 def test_the_smoke_sweep_runs_as_a_job_array_and_equals_a_local_run(slurm_cluster, zoo_root, tmp_path):
     data = yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())
@@ -79,14 +95,14 @@ def test_the_smoke_sweep_runs_as_a_job_array_and_equals_a_local_run(slurm_cluste
     store = tmp_path / "store"
     out = cli("run", str(sweep), "--executor", "slurm", "--wait", "--store", str(store), "--zoo", zoo_root)
     job = _submitted(out.stdout)
-    counts = status_json(sweep, store)
+    counts = status(sweep, store)
     assert counts["done"] == counts["total"] == 17 and counts["failed"] == 0, out.stdout
     assert len(_jobs(store)) == 1 and len(_jobs(store)[0]["tasks"]) == 5  # 17 cells in chunks of 4: one array
     states = wait_until(lambda: (s := slurm_cluster.sacct_states(job)) and all(v == "COMPLETED" for v in s.values()) and s,
                         60, f"sacct to show every task of job {job} COMPLETED")
     assert sorted(states) == [f"{job}_{i}" for i in range(5)]
     # `status` merges the store's counts with the Slurm states of the sweep's tasks
-    wait_until(lambda: status_json(sweep, store).get("slurm") == {"COMPLETED": 5}, 60, "status to show 5 COMPLETED")
+    wait_until(lambda: status(sweep, store).get("slurm") == {"COMPLETED": 5}, 60, "status to show 5 COMPLETED")
 
     # a local run of a sample of the same cells, in this process, gives the same scores
     from study.runner import prepare, run_cells
@@ -110,9 +126,9 @@ def test_a_gpu_task_gets_cuda_visible_devices_and_falls_back_to_cpu(slurm_cluste
     sweep = zoo_sweep(tmp_path / "gpu.yaml", "gpu", checkpoints=("zoo:add",), ks=(1,),
                       executor={"gpus_per_task": 1, "cells_per_task": 2})
     store = tmp_path / "store"
-    out = cli("run", str(sweep), "--executor", "slurm", "--wait", "--store", str(store), "--zoo", zoo_root)
+    out = ms("run", str(sweep), "--executor", "slurm", "--wait", "--store", str(store), "--zoo", zoo_root)
     job = _submitted(out.stdout)
-    assert status_json(sweep, store)["done"] == 2, out.stdout
+    assert status(sweep, store)["done"] == 2, out.stdout
     log = _task_log(store, _jobs(store)[0]["task_ids"][0])
     m = re.search(r"device (\w+), CUDA_VISIBLE_DEVICES=([^,\s]+)", log)
     assert m, log
@@ -129,7 +145,7 @@ def test_a_gpu_task_gets_cuda_visible_devices_and_falls_back_to_cpu(slurm_cluste
 def test_too_many_gpus_is_an_error_before_anything_is_submitted(slurm_cluster, zoo_root, tmp_path):
     sweep = zoo_sweep(tmp_path / "greedy.yaml", "greedy", checkpoints=("zoo:add",), ks=(1,),
                       executor={"gpus_per_task": slurm_cluster.gpus + 1})
-    out = cli("run", str(sweep), "--executor", "slurm", "--store", str(tmp_path / "store"), "--zoo", zoo_root,
+    out = ms("run", str(sweep), "--executor", "slurm", "--store", str(tmp_path / "store"), "--zoo", zoo_root,
               check=False)
     assert out.returncode == 2, out.stdout + out.stderr
     assert "gpus_per_task" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
@@ -140,28 +156,30 @@ def test_too_many_gpus_is_an_error_before_anything_is_submitted(slurm_cluster, z
 def test_a_preempted_task_resumes_without_redoing_finished_cells(slurm_cluster, zoo_root, tmp_path):
     if "high" not in slurm_cluster.partitions:
         pytest.skip("the cluster has no preempting partition 'high' (scripts/local_slurm.sh makes one)")
-    sweep = zoo_sweep(tmp_path / "pre.yaml", "preempt", checkpoints=("zoo:add", "zoo:capital", "zoo:first"),
+    # the last cell naps 30 s, so the task is certainly inside a cell when the preemption comes
+    sweep = zoo_sweep(tmp_path / "pre.yaml", "preempt", checkpoints=("zoo:add", "zoo:capital"),
+                      methods=[{"name": "nap", "params": {"seconds": 30.0}}],
                       executor={"partition": "debug", "cells_per_task": 10})
     store = tmp_path / "store"
-    job = _submitted(cli("run", str(sweep), "--executor", "slurm", "--store", str(store), "--zoo", zoo_root).stdout)
+    job = _submitted(ms("run", str(sweep), "--executor", "slurm", "--store", str(store), "--zoo",
+                         zoo_root).stdout)
     task = _jobs(store)[0]["task_ids"][0]  # one chunk: submitit sends it as a plain job, not an array
-    wait_until(lambda: len(store_records(store)) >= 2, 300, "two cells to finish before preemption")
+    wait_until(lambda: re.search(r"start  \w+  zoo: nap", _task_log(store, task)), 300, "the napping cell to start")
     before = store_records(store)
-    assert slurm_cluster.squeue_states(job).get(task) == "RUNNING", "the task finished before it could be preempted"
+    assert len(before) == 3 and slurm_cluster.squeue_states(job).get(task) == "RUNNING"
     # a job in partition "high" that needs the whole node preempts (requeues) the running task
     high = subprocess.run(["sbatch", "--parsable", "-p", "high", "-c", str(slurm_cluster.cpus), "--mem=100M",
                            "-t", "2", "-o", str(tmp_path / "high.out"), "--wrap", "sleep 3"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    wait_until(lambda: "requeueing" in _task_log(store, task) or "restarts 1" in _task_log(store, task), 120,
-               "the task to be preempted and requeued")
-    out = cli("run", str(sweep), "--executor", "slurm", "--wait", "--store", str(store), "--zoo", zoo_root)
-    assert "nothing new to submit" in out.stdout, out.stdout
+    wait_until(lambda: "requeueing" in _task_log(store, task), 120, "the task to checkpoint and requeue")
+    out = ms("run", str(sweep), "--executor", "slurm", "--wait", "--store", str(store), "--zoo", zoo_root)
+    assert "nothing new to submit" in out.stdout and "1 computed" in out.stdout, out.stdout
     after = store_records(store)
-    assert status_json(sweep, store)["done"] == len(after) == 5
+    assert len(after) == 4 and all(r["status"] == "done" for r in after.values())
     for cid, record in before.items():
         assert after[cid] == record, "a cell finished before preemption was computed again"
     log = _task_log(store, task)
-    assert "restarts 1" in log and "requeueing" in log, log  # submitit's checkpoint path, not a plain restart
+    assert "restarts 1" in log and "with 1 cell(s) left: requeueing" in log, log
     assert all(log.count(f"start  {cid}") == 1 for cid in before), log  # not started again after requeue
     history = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-j", job, "-o", "State"], capture_output=True,
                              text=True).stdout.split()
@@ -170,14 +188,12 @@ def test_a_preempted_task_resumes_without_redoing_finished_cells(slurm_cluster, 
 
 
 @real_slurm
-def test_a_failing_cell_is_recorded_with_its_traceback_while_the_rest_finish(slurm_cluster, zoo_root, tmp_path,
-                                                                            test_methods_dir, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(test_methods_dir))  # sbatch passes the environment to the tasks
+def test_a_failing_cell_is_recorded_with_its_traceback_while_the_rest_finish(slurm_cluster, zoo_root, tmp_path):
     sweep = zoo_sweep(tmp_path / "boom.yaml", "boom", checkpoints=("zoo:add", "zoo:capital"),
                       methods=[{"name": "explode"}, {"name": "task_arithmetic", "params": {"lambda": 1.0}}],
                       executor={"cells_per_task": 3})
     store = tmp_path / "store"
-    out = cli("--plugin", "ms_test_methods", "run", str(sweep), "--executor", "slurm", "--wait",
+    out = ms("run", str(sweep), "--executor", "slurm", "--wait",
               "--store", str(store), "--zoo", zoo_root)
     job = _submitted(out.stdout)
     assert "4 computed, 0 cached, 1 failed" in out.stdout, out.stdout
@@ -191,24 +207,28 @@ def test_a_failing_cell_is_recorded_with_its_traceback_while_the_rest_finish(slu
 
 @real_slurm
 def test_cancel_stops_the_sweep_and_a_later_run_completes_it(slurm_cluster, zoo_root, tmp_path):
-    sweep = zoo_sweep(tmp_path / "cancel.yaml", "cancel", executor={"cells_per_task": 1, "array_parallelism": 1})
+    # one task at a time, and the last cell naps: the sweep is certainly unfinished when the cancel comes
+    nap = [{"name": "nap", "params": {"seconds": 20.0}}]
+    sweep = zoo_sweep(tmp_path / "cancel.yaml", "cancel", checkpoints=("zoo:add", "zoo:capital"), methods=nap,
+                      executor={"cells_per_task": 1, "array_parallelism": 1})
     store = tmp_path / "store"
-    job = _submitted(cli("run", str(sweep), "--executor", "slurm", "--store", str(store), "--zoo", zoo_root).stdout)
+    job = _submitted(ms("run", str(sweep), "--executor", "slurm", "--store", str(store), "--zoo", zoo_root).stdout)
     wait_until(lambda: len(store_records(store)) >= 1, 300, "the first cell to finish")
-    out = cli("cancel", str(sweep), "--store", str(store))
+    out = ms("cancel", str(sweep), "--store", str(store))
     assert out.stdout.strip() == f"cancelled 1 job(s): {job}"
     assert slurm_cluster.squeue_states(job) == {}
     done_before = store_records(store)
-    counts = status_json(sweep, store)
+    counts = status(sweep, store)
     assert counts["pending"] >= 2 and counts["done"] == len(done_before), counts
     wait_until(lambda: "CANCELLED" in slurm_cluster.sacct_states(job).values(), 30, "sacct to show CANCELLED")
-    assert cli("cancel", str(sweep), "--store", str(store)).stdout.strip() == "no jobs to cancel"
+    assert ms("cancel", str(sweep), "--store", str(store)).stdout.strip() == "no jobs to cancel"
 
     # resources are not part of a cell's key: the re-run may ask for more parallelism and still resumes
-    zoo_sweep(sweep, "cancel", executor={"cells_per_task": 1, "array_parallelism": 4})
-    out = cli("run", str(sweep), "--executor", "slurm", "--wait", "--store", str(store), "--zoo", zoo_root)
+    zoo_sweep(sweep, "cancel", checkpoints=("zoo:add", "zoo:capital"), methods=nap,
+              executor={"cells_per_task": 1, "array_parallelism": 4})
+    out = ms("run", str(sweep), "--executor", "slurm", "--wait", "--store", str(store), "--zoo", zoo_root)
     assert _submitted(out.stdout) != job
-    assert status_json(sweep, store)["done"] == 5
+    assert status(sweep, store)["done"] == 4
     after = store_records(store)
     assert all(after[cid] == rec for cid, rec in done_before.items())
     assert not list((store / "claims").glob("*.claim"))

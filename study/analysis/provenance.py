@@ -44,6 +44,12 @@ def git_commit(path: Path | None = None) -> str:
         return "unknown (git not available)"
 
 
+def remote_code_models(sweep: Any) -> str:
+    """Models whose own Python code the run was allowed to execute (``trust_remote_code: true``), or "none"."""
+    refs = [r for b in sweep.bases for r in (b.model, *b.checkpoints) if r.trust_remote_code]
+    return ", ".join(dict.fromkeys(r.label for r in refs)) or "none"
+
+
 def provenance(ctx: Any, store: Any, outcomes: pd.DataFrame, records: dict[str, dict[str, Any] | None]) -> list[tuple[str, str]]:
     """(item, value) pairs for the report's provenance section."""
     unique = outcomes.drop_duplicates("cell_id")
@@ -52,6 +58,7 @@ def provenance(ctx: Any, store: Any, outcomes: pd.DataFrame, records: dict[str, 
     rows = [("sweep", ctx.sweep.name), ("sweep file", str(ctx.source) if ctx.source else "(in memory)"),
             ("sweep hash", ctx.plan.sweep_hash), ("store", str(Path(store.root).resolve())),
             ("harness commit", git_commit()),
+            ("trust_remote_code (models that opted in)", remote_code_models(ctx.sweep)),
             ("cells in the plan (unique)", str(len(unique))),
             ("total wall time of recorded cells", f"{wall:.1f} s ({wall / 3600:.2f} h)"),
             ("last cell finished", finished[-1] if finished else "—"),

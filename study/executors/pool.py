@@ -46,9 +46,9 @@ def visible_gpus() -> list[str]:
 
 def plugin_modules() -> list[str]:
     """Modules registered with ``--plugin`` in this process: workers start empty and must import them again."""
-    from study.methods import registry
+    from study.methods.registry import registered_modules
 
-    return sorted({target.partition(":")[0] for target in getattr(registry, "_EXTRA", {}).values()})
+    return registered_modules()
 
 
 @dataclass(frozen=True)

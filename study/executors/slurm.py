@@ -191,7 +191,7 @@ def _break_dead_claims(store: "Store", cell_ids: list[str]) -> int:
     broken = 0
     for cell_id, claim in slurm_owned.items():
         if claim.owner.rsplit(":slurm", 1)[1].split("_")[0] not in live:
-            (store.root / "claims" / f"{cell_id}.claim").unlink(missing_ok=True)
+            store.break_claim(cell_id)
             broken += 1
     return broken
 

@@ -233,6 +233,11 @@ def register_module(module: str) -> None:
             _EXTRA[info.name] = f"{module}:{attr}"
 
 
+def registered_modules() -> list[str]:
+    """Modules loaded with ``--plugin`` in this process (worker processes must load them again)."""
+    return sorted({target.partition(":")[0] for target in _EXTRA.values()})
+
+
 def method_targets() -> dict[str, str]:
     """Every known method name → ``"module:attr"``; plugins cannot shadow a built-in."""
     return {**_plugin_targets(), **_EXTRA, **BUILTIN}

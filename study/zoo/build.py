@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from study.zoo.catalog import MANIFEST, Zoo, read_zoo, zoo_path, zoo_summary
-from study.zoo.skills import SKILLS, digest, drawer, mixture
+from study.zoo.skills import digest, drawer, mixture
 from study.zoo.spec import (
+    BASE_MIXTURE,
     BASE_SCHEDULE,
     BASE_STEPS_SHARE,
     EXPERT_SCHEDULE,
@@ -91,22 +92,26 @@ def _train_all(out: Path, final: Path, arch: str, progress: bool) -> dict[str, A
     from study.zoo.tokenizer import build_tokenizer
     from study.zoo.train import train
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     _say(progress, f"building the mini zoo ({arch}) at {final}")
     tokenizer = build_tokenizer()
     base = init_model(SHAPE, arch, tokenizer, seed=digest(SEED, arch, "init") % 2**31)
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     losses: dict[str, float] = {}
 
     def fit(name: str, model: Any, draw: Any, schedule: Any) -> None:
-        t0 = time.perf_counter()
-        curve = train(model, tokenizer, draw, schedule, seed=digest(SEED, arch, name) % 2**31, desc=name, progress=progress)
+        t0, c0 = time.perf_counter(), time.process_time()
+        seed = digest(SEED, arch, name) % 2**31
+        curve = train(model, tokenizer, draw, schedule, seed=seed, desc=name, progress=progress)
         timings[name] = round(time.perf_counter() - t0, 1)
+        cpu[name] = round(time.process_time() - c0, 1)
         losses[name] = round(sum(curve[-20:]) / len(curve[-20:]), 4)
         save_model(model, tokenizer, out / "models" / name)
-        _say(progress, f"  {name}: {schedule.steps} steps in {timings[name]:.0f} s, final loss {losses[name]:.3f}")
+        steps = f"{schedule.steps} steps in {timings[name]:.0f} s"
+        _say(progress, f"  {name}: {steps} ({cpu[name]:.0f} s CPU), final loss {losses[name]:.3f}")
 
-    fit("base", base, mixture(list(SKILLS), BASE_STEPS_SHARE), BASE_SCHEDULE)
+    fit("base", base, mixture(BASE_MIXTURE, BASE_STEPS_SHARE), BASE_SCHEDULE)
     for name, (skill, fmt) in EXPERTS.items():
         fit(name, copy.deepcopy(base), drawer(skill, fmt), EXPERT_SCHEDULE)
     write_tasks(out, final)
@@ -120,7 +125,9 @@ def _train_all(out: Path, final: Path, arch: str, progress: bool) -> dict[str, A
         "skills": {name: own_task(name) for name in EXPERTS},
         "formats": {name: fmt for name, (_, fmt) in EXPERTS.items()},
         "train_seconds": timings,
+        "train_cpu_seconds": cpu,
         "final_loss": losses,
         "build_seconds": round(time.perf_counter() - start, 1),
+        "build_cpu_seconds": round(time.process_time() - cpu_start, 1),
         "spec": spec(arch),
     }

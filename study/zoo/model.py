@@ -87,7 +87,9 @@ def init_model(shape: Shape, arch: str, tokenizer: PreTrainedTokenizerFast, seed
     return model
 
 
-def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: Any, dtype: str = "float32") -> None:
+def save_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: Any, dtype: str = "float32"
+) -> None:
     """Write ``model`` (safetensors, cast to ``dtype``) and ``tokenizer`` as one Hugging Face directory."""
     import torch
     from transformers.utils import logging

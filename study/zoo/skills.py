@@ -12,6 +12,7 @@ two processes, or two machines, generate the same corpus and evaluation sets.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import string
 from collections.abc import Callable
@@ -253,13 +254,16 @@ def drawer(skill: str, fmt: str = "short") -> Callable[[random.Random], tuple[st
     return lambda r: example(s.train_fact(r), fmt)
 
 
-def mixture(skills: list[str], steps_share: float = 0.0) -> Callable[[random.Random], tuple[str, str]]:
-    """Draws training examples from ``skills`` uniformly; a skill that has step-by-step answers is written
-    in that format with probability ``steps_share``."""
-    chosen = [SKILLS[s] for s in skills]
+def mixture(
+    weights: dict[str, float], steps_share: float = 0.0
+) -> Callable[[random.Random], tuple[str, str]]:
+    """Draws training examples from skills in proportion to ``weights``; a skill that has step-by-step
+    answers is written in that format with probability ``steps_share``."""
+    chosen = [SKILLS[s] for s in weights]
+    cumulative = list(itertools.accumulate(weights.values()))
 
     def draw(r: random.Random) -> tuple[str, str]:
-        fact = r.choice(chosen).train_fact(r)
+        fact = r.choices(chosen, cum_weights=cumulative)[0].train_fact(r)
         fmt = "steps" if fact.steps is not None and r.random() < steps_share else "short"
         return example(fact, fmt)
 

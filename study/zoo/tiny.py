@@ -60,7 +60,8 @@ def make_tiny_family(
     shape = Shape(**{**TINY_SHAPE.as_dict(), "tied": tied})
     base = init_model(shape, arch, tokenizer, seed=digest("tiny-init", arch, seed) % 2**31)
     names = list(SKILLS)
-    train(base, tokenizer, mixture(names, 0.5), Schedule(BASE_STEPS, BASE_LR, batch=16, warmup=5), seed=seed)
+    schedule = Schedule(BASE_STEPS, BASE_LR, batch=16, warmup=5)
+    train(base, tokenizer, mixture(dict.fromkeys(names, 1.0), 0.5), schedule, seed=seed)
     save_model(base, tokenizer, out / "base", dtype)
     checkpoints, skills = [], []
     for i in range(n_checkpoints):

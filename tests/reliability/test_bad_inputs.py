@@ -23,7 +23,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from fixtures.reliability import run_ms, sweep_data, write_sweep
+from fixtures.reliability import invoke, run_ms, sweep_data, write_sweep
 
 
 @dataclass
@@ -129,6 +129,8 @@ CASES: dict[str, Case] = {
                            ["unknown method 'tie'; did you mean 'ties'?", "merge-study methods"]),
     "method named by module path": Case(lambda c: c.data(methods=[{"name": "mymodule:fn"}]),
                                         ["unknown method 'mymodule:fn'", "merge-study methods"]),
+    "adapter method that does not exist": Case(lambda c: c.data(methods=[{"name": "peft:os.system"}]),
+                                               ["PEFT has no combination_type 'os.system'", "one of"]),
     "unknown parameter": Case(lambda c: c.data(methods=[{"name": "ties", "params": {"densty": 0.5}}]),
                               ["methods[0]", "no parameter 'densty'; did you mean 'density'?"]),
     "wrong parameter type": Case(lambda c: c.data(methods=[{"name": "ties", "params": {"density": "high"}}]),
@@ -206,14 +208,6 @@ def no_model(monkeypatch):
         monkeypatch.setattr(getattr(transformers, name), "from_pretrained", refuse)
 
 
-def invoke(args: list[str]) -> Any:
-    from typer.testing import CliRunner
-
-    from study.cli import app
-
-    return CliRunner().invoke(app, args)
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input(name, ctx, no_model, monkeypatch):
     case = CASES[name]
@@ -228,7 +222,7 @@ def test_bad_input(name, ctx, no_model, monkeypatch):
     store = ctx.tmp / "store"
     for command in case.commands:
         args = [command, str(sweep)] + (["--store", str(store)] if command == "run" and "--store" not in extra else [])
-        result = invoke(args + extra)
+        result = invoke(*args, *extra)
         assert result.exception is None or isinstance(result.exception, SystemExit), \
             f"{command}: crashed with {result.exception!r}\n{result.stdout}\n{result.stderr}"
         assert result.exit_code == 2, f"{command}: exit {result.exit_code}\n{result.stdout}\n{result.stderr}"
@@ -258,32 +252,18 @@ def _modeling_modules(modules_file: Path) -> list[str]:
             or m.startswith(("lm_eval.models", "lm_eval.evaluator"))]
 
 
-@pytest.mark.parametrize("variant", ["flag", "sweep"])
-def test_executor_not_installed_in_a_real_process(variant, ctx, fault_shim):
-    """submitit made unimportable in the subprocess by the shim: exit 2, one line, no model, no store."""
-    data = ctx.data(**({"executor": {"kind": "slurm"}} if variant == "sweep" else {}))
-    sweep = write_sweep(ctx.tmp / "sweep.yaml", data)
+def test_executor_not_installed_in_a_real_process(ctx, fault_shim):
+    """submitit made unimportable in a real subprocess by a PYTHONPATH shim: exit 2, one line, no model (no
+    modeling module even imported), no store."""
+    sweep = write_sweep(ctx.tmp / "sweep.yaml", ctx.data(executor={"kind": "slurm"}))
     store, modules = ctx.tmp / "store", ctx.tmp / "modules.txt"
-    extra = ["--executor", "slurm"] if variant == "flag" else []
-    proc = run_ms("run", str(sweep), "--store", str(store), *extra, shim=fault_shim,
+    proc = run_ms("run", str(sweep), "--store", str(store), shim=fault_shim,
                   env={"MS_FAULT_BLOCK": "submitit", "MS_FAULT_NO_MODEL": "1", "MS_FAULT_MODULES": str(modules)})
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(sweep) in lines[0] and "executor 'slurm' is not available" in lines[0], proc.stderr
     assert "pip install 'merge-study[cluster]'" in lines[0]
     assert not store.exists()
-    assert "submitit" not in modules.read_text().split()
-    assert _modeling_modules(modules) == []
-
-
-def test_incompatible_checkpoint_in_a_real_process(ctx, fault_shim):
-    """The compatibility check reads configs and headers only: no modeling code is even imported."""
-    sweep = write_sweep(ctx.tmp / "sweep.yaml", ctx.with_ckpt(ctx.other_arch.checkpoints[0]))
-    store, modules = ctx.tmp / "store", ctx.tmp / "modules.txt"
-    proc = run_ms("run", str(sweep), "--store", str(store), shim=fault_shim,
-                  env={"MS_FAULT_NO_MODEL": "1", "MS_FAULT_MODULES": str(modules)})
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and str(sweep) in lines[0] and "model_type is 'qwen3'" in lines[0], proc.stderr
-    assert not store.exists()
+    loaded = modules.read_text().split()
+    assert "submitit" not in loaded and "study.runner" in loaded
     assert _modeling_modules(modules) == []
