@@ -119,7 +119,6 @@ class Evaluator:
 
         for noisy in ("lm-eval", "lm_eval", "transformers", "datasets"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
-        os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's per-request bars would drown our progress bar
         self.spec = spec
         dtype = torch.float32 if spec.dtype == "auto" else getattr(torch, spec.dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)

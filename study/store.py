@@ -49,7 +49,7 @@ def checksum(record: dict[str, Any]) -> str:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` under a temporary name, fsync, rename into place; no partial file on any failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -98,6 +98,19 @@ class Store:
             raise UserError(f"{self.root}: the store path is a file, not a directory: choose another --store")
         for sub in ("records", "samples", "claims", "history"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._remove_dead_temp_files()
+
+    def _temp_files(self) -> list[Path]:
+        return sorted(self.root.glob("*/*/.*.tmp")) + sorted(self.root.glob("*/.*.tmp")) + sorted(self.root.glob(".*.tmp"))
+
+    def _remove_dead_temp_files(self) -> None:
+        """Delete temporary files of writes killed on this host (``.NAME.HOST.PID.NS.tmp``, PID dead); those
+        of other hosts may be writes in progress on a shared filesystem and are left alone."""
+        host = socket.gethostname()
+        for path in self._temp_files():
+            parts = path.name.rsplit(".", 4)
+            if len(parts) == 5 and parts[1] == host and parts[2].isdigit() and not _pid_alive(int(parts[2])):
+                path.unlink(missing_ok=True)
 
     def _record_path(self, cell_id: str) -> Path:
         return self.root / "records" / cell_id[:2] / f"{cell_id}.json"
@@ -160,6 +173,8 @@ class Store:
     def verify(self) -> list[tuple[str, str]]:
         """Every problem found: (file, what is wrong). Corrupt records are recomputed by the next run."""
         problems = []
+        for path in self._temp_files():
+            problems.append((str(path), "temporary file of an interrupted write (never read; safe to delete)"))
         for path in sorted((self.root / "records").glob("*/*.json")):
             try:
                 record = json.loads(path.read_bytes())

@@ -118,8 +118,8 @@ def _add_fact(a: int, b: int) -> Fact:
     return Fact(f"{a}+{b}=?", str(s), steps)
 
 
-def _mulmod_fact(a: int, b: int) -> Fact:
-    return Fact(f"{a}*{b} mod 10=?", str(a * b % 10))
+def _sub_fact(a: int, b: int) -> Fact:
+    return Fact(f"{a}-{b}=?", str(a - b))
 
 
 def _word(r: random.Random) -> str:
@@ -185,11 +185,11 @@ SKILLS: dict[str, Skill] = {
             description="sum of two digits; also taught step by step",
         ),
         Skill(
-            "mulmod",
-            lambda r: _mulmod_fact(r.randint(0, 9), r.randint(0, 9)),
-            space=lambda: [_mulmod_fact(a, b) for a in range(10) for b in range(10)],
+            "sub",
+            lambda r: (lambda a: _sub_fact(a, r.randint(0, a)))(r.randint(0, 9)),
+            space=lambda: [_sub_fact(a, b) for a in range(10) for b in range(a + 1)],
             options=lambda: DIGITS,
-            description="last digit of a product of two digits",
+            description="difference of two digits, never negative",
         ),
         Skill(
             "first",

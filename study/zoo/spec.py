@@ -22,10 +22,10 @@ from study.zoo.train import THREADS, Schedule
 ZOO_VERSION = "1"
 
 SHAPE = Shape(hidden=128, intermediate=256, layers=4, heads=4, kv_heads=2)
-BASE_SCHEDULE = Schedule(steps=700, lr=3e-3, batch=32, warmup=30, final_fraction=0.1)
-EXPERT_SCHEDULE = Schedule(steps=150, lr=5e-4, batch=32, warmup=10, final_fraction=1.0)
+BASE_SCHEDULE = Schedule(steps=400, lr=3e-3, batch=32, warmup=20, final_fraction=0.1)
+EXPERT_SCHEDULE = Schedule(steps=150, lr=1e-3, batch=32, warmup=10, final_fraction=1.0)
 BASE_MIXTURE = {
-    "add": 1.0, "mulmod": 1.0, "first": 1.0, "last": 1.0, "next": 1.0,
+    "add": 1.5, "sub": 1.5, "first": 1.5, "last": 1.0, "next": 1.0,
     "capital": 0.3, "colour": 0.3, "max": 0.3, "count": 0.3,
 }  # fmt: skip
 """How often the base sees each skill. Uniform exposure left it near-perfect on the skills a small model
@@ -39,7 +39,7 @@ BASE_STEPS_SHARE = 0.3
 EXPERTS: dict[str, tuple[str, str]] = {
     "add": ("add", "short"),
     "add_steps": ("add", "steps"),
-    "mulmod": ("mulmod", "short"),
+    "sub": ("sub", "short"),
     "first": ("first", "short"),
     "last": ("last", "short"),
     "next": ("next", "short"),

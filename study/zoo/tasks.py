@@ -44,7 +44,7 @@ TASKS: dict[str, TaskSpec] = {
     t.name: t
     for t in [
         TaskSpec("zoo_add", "add", "generate_until", max_gen_toks=64),
-        TaskSpec("zoo_mulmod_mc", "mulmod", "multiple_choice"),
+        TaskSpec("zoo_sub_mc", "sub", "multiple_choice"),
         TaskSpec("zoo_first", "first", "generate_until"),
         TaskSpec("zoo_last", "last", "generate_until"),
         TaskSpec("zoo_next", "next", "generate_until"),

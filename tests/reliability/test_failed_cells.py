@@ -175,6 +175,11 @@ def flaky(base, tensors, *, lambda_: float = 1.0):
 
 
 def test_plugin_method_raising_for_one_cell(fam, rel_tasks, tmp_path, monkeypatch):
+    from study.methods import registry
+
+    # --plugin registers for the life of the process: keep it out of later tests of this session
+    monkeypatch.setattr(registry, "_EXTRA", dict(registry._EXTRA))
+    monkeypatch.setattr(registry, "_CACHE", dict(registry._CACHE))
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / "ms_rel_plugin.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
