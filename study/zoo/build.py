@@ -4,6 +4,10 @@ A build is cached by content: it goes into a hidden sibling directory, writes ``
 renames itself to ``zoo-<arch>-<hash>``. A killed build leaves only a hidden directory, which the next build
 removes; a directory with a manifest is complete and is returned at once. A lock file serialises builds of
 the same zoo, so two processes (a test session and a CLI) never train it twice at the same time.
+
+The base trains in this process; the experts, independent of each other, train in up to two spawned
+single-threaded worker processes, each from the saved base. Every model is a pure function of its seed,
+so the result does not depend on how the experts were scheduled.
 """
 
 from __future__ import annotations
@@ -85,49 +89,91 @@ def _say(progress: bool, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-def _train_all(out: Path, final: Path, arch: str, progress: bool) -> dict[str, Any]:
-    import copy
+def workers() -> int:
+    """Processes that train experts side by side: one per usable core, at most two.
 
+    Experts are independent once the base exists, so two single-threaded processes halve the expert phase
+    on two idle cores and, unlike two torch threads, slow down gracefully when the cores are shared.
+    """
+    return max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+
+
+def fit(out: Path, arch: str, name: str, progress: bool = False) -> dict[str, float]:
+    """Train model ``name`` (``base``, or an expert from ``out/models/base``) and save it under ``out``.
+
+    A module-level function so that a spawned worker process can run it; returns its timings and loss.
+    """
     from study.zoo.model import init_model, save_model
     from study.zoo.tokenizer import build_tokenizer
     from study.zoo.train import train
 
-    start, cpu_start = time.perf_counter(), time.process_time()
-    _say(progress, f"building the mini zoo ({arch}) at {final}")
-    tokenizer = build_tokenizer()
-    base = init_model(SHAPE, arch, tokenizer, seed=digest(SEED, arch, "init") % 2**31)
-    timings: dict[str, float] = {}
-    cpu: dict[str, float] = {}
-    losses: dict[str, float] = {}
+    t0, c0 = time.perf_counter(), time.process_time()
+    if name == "base":
+        tokenizer = build_tokenizer()
+        model = init_model(SHAPE, arch, tokenizer, seed=digest(SEED, arch, "init") % 2**31)
+        draw, schedule = mixture(BASE_MIXTURE, BASE_STEPS_SHARE), BASE_SCHEDULE
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging
 
-    def fit(name: str, model: Any, draw: Any, schedule: Any) -> None:
-        t0, c0 = time.perf_counter(), time.process_time()
-        seed = digest(SEED, arch, name) % 2**31
-        curve = train(model, tokenizer, draw, schedule, seed=seed, desc=name, progress=progress)
-        timings[name] = round(time.perf_counter() - t0, 1)
-        cpu[name] = round(time.process_time() - c0, 1)
-        losses[name] = round(sum(curve[-20:]) / len(curve[-20:]), 4)
-        save_model(model, tokenizer, out / "models" / name)
-        steps = f"{schedule.steps} steps in {timings[name]:.0f} s"
-        _say(progress, f"  {name}: {steps} ({cpu[name]:.0f} s CPU), final loss {losses[name]:.3f}")
+        logging.disable_progress_bar()
+        tokenizer = AutoTokenizer.from_pretrained(out / "models" / "base")
+        model = AutoModelForCausalLM.from_pretrained(out / "models" / "base")
+        skill, fmt = EXPERTS[name]
+        draw, schedule = drawer(skill, fmt), EXPERT_SCHEDULE
+    seed = digest(SEED, arch, name) % 2**31
+    curve = train(model, tokenizer, draw, schedule, seed=seed, desc=name, progress=progress)
+    save_model(model, tokenizer, out / "models" / name)
+    return {
+        "steps": schedule.steps,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "cpu_seconds": round(time.process_time() - c0, 1),
+        "final_loss": round(sum(curve[-20:]) / len(curve[-20:]), 4),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
-    fit("base", base, mixture(BASE_MIXTURE, BASE_STEPS_SHARE), BASE_SCHEDULE)
-    for name, (skill, fmt) in EXPERTS.items():
-        fit(name, copy.deepcopy(base), drawer(skill, fmt), EXPERT_SCHEDULE)
+
+def _report(progress: bool, name: str, r: dict[str, float]) -> None:
+    _say(
+        progress,
+        f"  {name}: {r['steps']} steps in {r['seconds']:.0f} s ({r['cpu_seconds']:.0f} s CPU), "
+        f"final loss {r['final_loss']:.3f}",
+    )
+
+
+def _train_all(out: Path, final: Path, arch: str, progress: bool) -> dict[str, Any]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    start = time.perf_counter()
+    n = workers()
+    _say(progress, f"building the mini zoo ({arch}) at {final}: base, then {len(EXPERTS)} experts x{n}")
+    records = {"base": fit(out, arch, "base", progress)}
+    _report(progress, "base", records["base"])
+    if n == 1:
+        for name in EXPERTS:
+            records[name] = fit(out, arch, name, progress)
+            _report(progress, name, records[name])
+    else:
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=n, mp_context=spawn) as pool:
+            futures = {pool.submit(fit, out, arch, name): name for name in EXPERTS}
+            for future in as_completed(futures):
+                records[futures[future]] = future.result()
+                _report(progress, futures[future], records[futures[future]])
     write_tasks(out, final)
     return {
         "zoo_version": ZOO_VERSION,
         "arch": arch,
         "spec_hash": spec_hash(arch),
-        "parameters": sum(p.numel() for p in base.parameters()),
+        "parameters": records["base"]["parameters"],
         "models": ["base", *EXPERTS],
         "tasks": list(TASKS),
         "skills": {name: own_task(name) for name in EXPERTS},
         "formats": {name: fmt for name, (_, fmt) in EXPERTS.items()},
-        "train_seconds": timings,
-        "train_cpu_seconds": cpu,
-        "final_loss": losses,
+        "training": {name: {k: v for k, v in r.items() if k != "parameters"} for name, r in records.items()},
+        "workers": n,
         "build_seconds": round(time.perf_counter() - start, 1),
-        "build_cpu_seconds": round(time.process_time() - cpu_start, 1),
+        "build_cpu_seconds": round(sum(r["cpu_seconds"] for r in records.values()), 1),
         "spec": spec(arch),
     }
