@@ -292,10 +292,9 @@ def validate(sweep: Path = SweepArg, zoo: Optional[Path] = ZooOpt) -> None:
 def zoo_build(out: Optional[Path] = typer.Option(None, "--out", help="zoo root directory"),
               arch: str = typer.Option("llama", "--arch", help="llama | qwen3")) -> None:
     """Build the mini zoo (cached by content hash: a second call is a no-op)."""
-    from study.zoo import build_zoo, zoo_summary
+    from study.zoo import build_zoo
 
-    zoo = build_zoo(out, arch=arch)
-    typer.echo(zoo_summary(zoo))
+    build_zoo(out, arch=arch)  # prints its own progress and one-line summary
 
 
 def main() -> None:

@@ -118,13 +118,15 @@ def evaluate_ensemble(evaluator: Any, state_dicts: list[dict[str, Any]]) -> Any:
     """
     from lm_eval.evaluator import evaluate
 
-    from study.evaluate import _set_seeds
+    from study.evaluate import _set_seeds, quiet_progress
 
     spec = evaluator.spec
     device = str(next(evaluator.model.parameters()).device)
     lm = EnsembleLM(ensemble_models(evaluator, state_dicts), evaluator.tokenizer, batch_size=spec.batch_size,
                     device=device)
     _set_seeds(spec.seed)
-    results = evaluate(lm=lm, task_dict=evaluator.task_dict, limit=spec.limit, log_samples=True, bootstrap_iters=0,
-                       apply_chat_template=spec.apply_chat_template, fewshot_as_multiturn=False, verbosity="ERROR")
+    with quiet_progress():
+        results = evaluate(lm=lm, task_dict=evaluator.task_dict, limit=spec.limit, log_samples=True,
+                           bootstrap_iters=0, apply_chat_template=spec.apply_chat_template,
+                           fewshot_as_multiturn=False, verbosity="ERROR")
     return evaluator._collect(results)

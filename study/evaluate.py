@@ -9,14 +9,16 @@ and scores can be recomputed without regenerating.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import io
 import logging
 import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from study.config import EvaluationSpec
 from study.errors import UserError
@@ -99,6 +101,17 @@ def _task_name(spec: Any) -> str:
     return spec["task"] if isinstance(spec, dict) else str(spec)
 
 
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """Hide lm-eval's per-request tqdm bars (it passes ``disable=`` itself, so ``TQDM_DISABLE`` cannot);
+    they would bury the sweep's own progress bar. Exceptions still propagate with their tracebacks."""
+    if os.environ.get("MERGE_STUDY_SHOW_LM_EVAL_PROGRESS"):
+        yield
+        return
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
 def _set_seeds(seed: int) -> None:
     import numpy as np
     import torch
@@ -154,16 +167,17 @@ class Evaluator:
         if state_dict is not None:
             self.load_weights(state_dict)
         _set_seeds(self.spec.seed)
-        results = evaluate(
-            lm=self.lm,
-            task_dict=self.task_dict,
-            limit=self.spec.limit,
-            log_samples=True,
-            bootstrap_iters=0,
-            apply_chat_template=self.spec.apply_chat_template,
-            fewshot_as_multiturn=False,
-            verbosity="ERROR",
-        )
+        with quiet_progress():
+            results = evaluate(
+                lm=self.lm,
+                task_dict=self.task_dict,
+                limit=self.spec.limit,
+                log_samples=True,
+                bootstrap_iters=0,
+                apply_chat_template=self.spec.apply_chat_template,
+                fewshot_as_multiturn=False,
+                verbosity="ERROR",
+            )
         return self._collect(results)
 
     def _collect(self, results: dict[str, Any]) -> EvalResult:
