@@ -33,11 +33,13 @@ _CACHE: dict[tuple[str, str, str], dict[str, Tensor]] = {}
 
 
 def calibration_texts(calibration: str, n: int = SEQUENCES) -> list[str]:
-    """The calibration sequences named by ``calibration`` (``zoo`` or a text file)."""
+    """The calibration sequences named by ``calibration``: ``zoo`` (drawn from the mixture the zoo's base was
+    trained on, the study's "mini zoo corpus") or a text file (its first ``n`` non-empty lines)."""
     if calibration == "zoo":
-        from study.zoo.skills import SKILLS, mixture, rng
+        from study.zoo.skills import mixture, rng
+        from study.zoo.spec import BASE_MIXTURE, BASE_STEPS_SHARE
 
-        draw, r = mixture(sorted(SKILLS), steps_share=0.5), rng("aim-calibration")
+        draw, r = mixture(BASE_MIXTURE, BASE_STEPS_SHARE), rng("aim-calibration")
         return ["".join(draw(r)) for _ in range(n)]
     path = Path(calibration)
     if not path.is_file():
