@@ -99,3 +99,19 @@ def test_sigkill_mid_sweep_then_resume_redoes_nothing(built_zoo, tmp_path):
         assert after[cid] == rec  # finished cells were not recomputed
     assert status_json(SMOKE, store)["pending"] == 0
     assert not list((store / "claims").glob("*.claim"))
+
+
+def test_report_regenerated_from_the_smoke_store(smoke_store, tmp_path):
+    """CI regenerates the smoke sweep's report: every figure and table exists and is non-empty."""
+    store, _, _ = smoke_store
+    out = tmp_path / "paper"
+    written = [Path(p) for p in cli("report", str(SMOKE), "--store", str(store), "--out", str(out)).stdout.split()]
+    names = {p.name for p in written}
+    for required in ["scores.parquet", "summary.csv", "lengths.csv", "report.md", "report.html",
+                     "gain_curves.png", "p_beat_base.png", "rel_gain_best_single.png", "task_heatmap.png"]:
+        assert required in names, required
+    for path in written:
+        assert path.is_file() and path.stat().st_size > 0, path
+    import pandas as pd
+
+    assert len(pd.read_csv(out / "summary.csv")) > 0 and len(pd.read_parquet(out / "scores.parquet")) > 0
