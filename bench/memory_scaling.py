@@ -2,7 +2,7 @@
 SmolLM2-135M variants (bf16, 30 layers; see tests/smollm2.py, which builds and caches them).
 
 Each measurement runs in a fresh subprocess (``--one METHOD K``) that streams the merge with ``iter_merge`` and
-drops every merged tensor, then reports ``resource.getrusage(RUSAGE_SELF).ru_maxrss``: the driver's own peak,
+drops every merged tensor, then reports its peak RSS (``VmHWM``; see bench/peak_memory.py): the driver's own peak,
 torch and transformers imports included, the merged model not held. The baseline row (k = 0) is the
 process after the same imports. Usage: ``python bench/memory_scaling.py [--ks 2 4 8]``.
 """
@@ -10,7 +10,6 @@ process after the same imports. Usage: ``python bench/memory_scaling.py [--ks 2 
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import time
@@ -35,7 +34,9 @@ def one(method: str, k: int) -> None:
         inputs = open_inputs(base, fulls[:k])
         for _name, _tensor in iter_merge(inputs, info, info.resolve_params({}, k)):
             pass
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from peak_memory import peak_rss_mib
+
+    peak_mib = peak_rss_mib()
     print(f"{peak_mib:.0f} {time.perf_counter() - start:.1f}")
 
 

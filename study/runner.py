@@ -249,13 +249,12 @@ class CellRunner:
 
 def _finite(state: dict[str, Any], where: Path) -> dict[str, Any]:
     """A base or single cell evaluates a model as it is; a NaN or Inf in it fails the cell, as in a merge
-    (``MergeInputs.load``), instead of recording scores of a broken model as done."""
-    import torch
-
+    (``MergeInputs.load_raw``), instead of recording scores of a broken model as done."""
     from study.errors import MergeInputError
+    from study.tensors import all_finite
 
     for name, t in state.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if not all_finite(t):
             raise MergeInputError(f"tensor {name} of {where} has non-finite values (NaN or Inf)")
     return state
 

@@ -9,7 +9,9 @@ implement the same four methods.
 from __future__ import annotations
 
 import json
+import os
 import struct
+import sys
 from pathlib import Path
 from typing import Protocol
 
@@ -30,8 +32,28 @@ class TensorSource(Protocol):
     def get(self, name: str): ...  # -> torch.Tensor
 
 
+def all_finite(tensor) -> bool:
+    """True when no entry is NaN or ±Inf; integer tensors always are.
+
+    ``aminmax`` propagates NaN and returns ±Inf when present, so checking its two results is exact, and it is
+    one fused reduction: about 40× faster than ``isfinite(t).all()`` on a bf16 embedding (3 ms vs 116 ms on
+    49152×576), which materialises a boolean tensor. The check runs on every input tensor of every merge.
+    """
+    import torch
+
+    if not tensor.is_floating_point() or tensor.numel() == 0:
+        return True
+    low, high = torch.aminmax(tensor)
+    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
+
+
 def read_safetensors_header(file: Path) -> dict[str, dict]:
     """The JSON header of a safetensors file: ``{name: {dtype, shape, data_offsets}}``; no data is read."""
+    return read_safetensors_layout(file)[0]
+
+
+def read_safetensors_layout(file: Path) -> tuple[dict[str, dict], int]:
+    """The header and the file offset where tensor data starts (``data_offsets`` are relative to it)."""
     try:
         with open(file, "rb") as fh:
             raw = fh.read(8)
@@ -50,7 +72,7 @@ def read_safetensors_header(file: Path) -> dict[str, dict]:
         raise CheckpointError(
             f"{file}: truncated safetensors file ({size} bytes, header promises {8 + n + end}): re-download or rebuild it"
         )
-    return header
+    return header, 8 + n
 
 
 def weight_files(model_dir: Path) -> list[Path]:
@@ -68,22 +90,39 @@ def weight_files(model_dir: Path) -> list[Path]:
     return files
 
 
+_TORCH_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
+    "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+}
+
+
 class SafetensorsSource:
-    """A Hugging Face model directory (one or several safetensors shards), read lazily by tensor name."""
+    """A Hugging Face model directory (one or several safetensors shards), read lazily by tensor name.
+
+    ``get`` reads one tensor's bytes with ``preadv`` into a fresh tensor instead of memory-mapping the file
+    (as ``safe_open`` does). With a map, every page a merge touches stays in the process's resident set until
+    the file is closed, so peak RSS grew by one checkpoint per merged checkpoint (measured: 1011 / 1527 /
+    2551 MiB for task arithmetic over 2 / 4 / 8 SmolLM2 variants). Read into owned memory, a tensor's bytes
+    are freed with the tensor, and the peak is the imports plus k + 1 copies of the largest tensor; reading
+    from the page cache this way was as fast as touching the map (0.27 s vs 0.2–0.39 s for three checkpoints).
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._handles: dict[Path, int] = {}
         if not self.path.is_dir():
             raise CheckpointError(f"{self.path}: checkpoint directory not found")
         self._where: dict[str, Path] = {}
         self._meta: dict[str, dict] = {}
+        self._data_start: dict[Path, int] = {}
         for file in weight_files(self.path):
             if not file.is_file():
                 raise CheckpointError(f"{file}: shard listed in the index is missing")
-            for name, meta in read_safetensors_header(file).items():
+            header, start = read_safetensors_layout(file)
+            self._data_start[file] = start
+            for name, meta in header.items():
                 self._where[name] = file
                 self._meta[name] = meta
-        self._handles: dict[Path, object] = {}
 
     def names(self) -> list[str]:
         return list(self._meta)
@@ -95,23 +134,46 @@ class SafetensorsSource:
         return _DTYPE_NAMES.get(self._meta[name]["dtype"], self._meta[name]["dtype"])
 
     def get(self, name: str):
-        from safetensors import safe_open
+        import torch
 
         file = self._where[name]
-        handle = self._handles.get(file)
-        if handle is None:
-            try:
-                handle = safe_open(str(file), framework="pt")
-            except Exception as exc:  # safetensors raises its own error types
-                raise CheckpointError(f"{file}: cannot open: {exc}") from None
-            self._handles[file] = handle
+        meta = self._meta[name]
+        kind = _TORCH_DTYPES.get(meta["dtype"])
+        if kind is None or sys.byteorder != "little":
+            return self._get_with_safetensors(file, name)
+        begin, end = meta["data_offsets"]
+        buffer = torch.empty(end - begin, dtype=torch.uint8)
         try:
-            return handle.get_tensor(name)  # type: ignore[attr-defined]
-        except Exception as exc:
+            fd = self._handles.get(file)
+            if fd is None:
+                fd = self._handles[file] = os.open(file, os.O_RDONLY)
+            got = os.preadv(fd, [memoryview(buffer.numpy())], self._data_start[file] + begin) if end > begin else 0
+        except OSError as exc:
+            raise CheckpointError(f"{file}: cannot read tensor {name}: {exc}") from None
+        if got != end - begin:
+            raise CheckpointError(f"{file}: truncated safetensors file (tensor {name} is cut short): re-download or rebuild it")
+        return buffer.view(getattr(torch, kind)).reshape(meta["shape"])
+
+    def _get_with_safetensors(self, file: Path, name: str):
+        """A dtype this reader does not map (or a big-endian host): safetensors' own reader."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                return handle.get_tensor(name).clone()
+        except Exception as exc:  # safetensors raises its own error types
             raise CheckpointError(f"{file}: cannot read tensor {name}: {exc}") from None
 
     def close(self) -> None:
+        for fd in self._handles.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         self._handles.clear()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def open_source(path: Path, base: "TensorSource | None" = None) -> TensorSource:

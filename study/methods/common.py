@@ -51,6 +51,28 @@ def disjoint_merge(deltas: Tensor, weight: list[float]) -> Tensor:
     return torch.where(norm != 0, total / torch.where(norm == 0, torch.ones_like(norm), norm), torch.zeros_like(total))
 
 
+BLOCK_ELEMENTS = 1 << 18
+"""Entries per block when a merge step is elementwise: 1 MiB of float32 per operand, so a block's handful of
+float32 temporaries stays in a 2-core machine's cache. Whole tensors are allocated fresh (page-faulted) for
+every temporary: on SmolLM2's embedding (28 M entries, k = 2) task arithmetic took 0.5 s whole and 0.07 s in
+blocks of 2^18. On a GPU one block is the whole tensor."""
+
+
+def blocks(n: int, device: torch.device | str) -> list[slice]:
+    """Slices covering ``range(n)`` for block-wise elementwise work on ``device``."""
+    size = BLOCK_ELEMENTS if torch.device(device).type == "cpu" else max(n, 1)
+    return [slice(i, i + size) for i in range(0, n, size)]
+
+
+def top_magnitude_threshold(delta: Tensor, density: float) -> Tensor:
+    """The |value| at or above which ``keep_top_magnitude`` keeps an entry (0 when it keeps all)."""
+    n = delta.numel()
+    keep = max(1, int(density * n))
+    if keep >= n:
+        return torch.zeros((), dtype=delta.dtype, device=delta.device)
+    return torch.kthvalue(delta.abs().flatten().float(), n - keep + 1).values.to(delta.dtype)
+
+
 def keep_top_magnitude(delta: Tensor, density: float) -> Tensor:
     """Zero all but the ``max(1, floor(density·n))`` entries of largest |value| (mergekit's count).
 

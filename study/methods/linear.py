@@ -13,6 +13,7 @@ from study.methods.registry import merge_method
     "linear",
     reference="Wortsman et al. 2022, Model soups, https://arxiv.org/abs/2203.05482",
     needs_base=False,
+    elementwise=True,
 )
 def linear(base: Tensor | None, tensors: list[Tensor], *, weight: list[float] = 1.0) -> Tensor:  # type: ignore[assignment]
     """Weighted average of the checkpoints' weights."""

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
-from study.methods.common import task_vectors, weighted_sum
+from study.methods.common import per_model
 from study.methods.registry import merge_method
 
 
 @merge_method(
     "task_arithmetic",
     reference="Ilharco et al. 2023, Editing models with task arithmetic, https://arxiv.org/abs/2212.04089",
+    elementwise=True,
 )
 def task_arithmetic(
     base: Tensor, tensors: list[Tensor], *, weight: list[float] = 1.0, lambda_: float = 1.0  # type: ignore[assignment]
 ) -> Tensor:
     """Add the scaled sum of task vectors to the base. ``lambda: "1/k"`` gives the mean of task vectors."""
-    return base + lambda_ * weighted_sum(task_vectors(base, tensors), weight)
+    # Same operations, in the same order, as ``base + lambda_ * Σ wᵢ (θᵢ − base)``, but accumulated in place:
+    # one task vector alive at a time instead of k, and no temporaries for the last two steps.
+    acc = torch.zeros_like(base)
+    for t, w in zip(tensors, per_model(weight, len(tensors))):
+        acc.add_(t - base, alpha=float(w))
+    return acc.mul_(lambda_).add_(base)

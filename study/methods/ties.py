@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from study.methods.common import disjoint_merge, keep_top_magnitude, task_vectors
+from study.methods.common import blocks, disjoint_merge, top_magnitude_threshold
 from study.methods.registry import merge_method
 
 HIGH_BINS = 1 << 15
@@ -74,14 +74,21 @@ def ties_prepass(inputs: Any, params: dict[str, Any]) -> dict[str, Any]:
     return {"ties_thresholds": global_thresholds(inputs, float(params["density"]))}
 
 
-def trim(deltas: list[Tensor], density: float, trim_scope: str, context: dict[str, Any] | None, name: str | None) -> list[Tensor]:
-    """TIES step 1 for either scope."""
+def trim_thresholds(
+    base: Tensor, tensors: list[Tensor], density: float, trim_scope: str, context: dict[str, Any] | None, name: str | None
+) -> Tensor:
+    """TIES step 1 as one |τᵢ| threshold per model, shaped ``(T, 1)``: entries below it are trimmed.
+
+    ``tensor`` scope: the ``max(1, ⌊density·n⌋)``-th largest |τᵢ| of this tensor (``kthvalue``, no sort);
+    ``global`` scope: the prepass's threshold over model i's whole task vector.
+    """
     if trim_scope == "tensor":
-        return [keep_top_magnitude(tv, density) for tv in deltas]
+        values = [top_magnitude_threshold(t - base, density) for t in tensors]
+        return torch.stack(values).view(-1, 1)
     thresholds = (context or {}).get("ties_thresholds")
     if thresholds is None:
         raise RuntimeError(f"ties with trim_scope global needs the prepass thresholds (tensor {name})")
-    return [torch.where(tv.abs() >= thr, tv, torch.zeros_like(tv)) for tv, thr in zip(deltas, thresholds)]
+    return torch.tensor(thresholds, dtype=base.dtype, device=base.device).view(-1, 1)
 
 
 def ties_delta(
@@ -93,9 +100,20 @@ def ties_delta(
     context: dict[str, Any] | None = None,
     tensor_name: str | None = None,
 ) -> Tensor:
-    """Steps 1–3 of TIES: the merged task vector before λ (shared with subspace boosting and AIM)."""
-    trimmed = trim(task_vectors(base, tensors), density, trim_scope, context, tensor_name)
-    return disjoint_merge(torch.stack(trimmed), weight)
+    """Steps 1–3 of TIES: the merged task vector before λ (shared with subspace boosting and AIM).
+
+    Only the thresholds need the whole tensor; trimming, sign election and the disjoint mean are elementwise
+    and run block by block (``common.blocks``), entry for entry the same as on whole tensors.
+    """
+    thresholds = trim_thresholds(base, tensors, density, trim_scope, context, tensor_name)
+    out = torch.empty_like(base)
+    flat_out, flat_base, flat = out.view(-1), base.reshape(-1), [t.reshape(-1) for t in tensors]
+    for block in blocks(flat_out.numel(), base.device):
+        b = flat_base[block]
+        deltas = torch.stack([t[block] - b for t in flat])
+        trimmed = torch.where(deltas.abs() >= thresholds, deltas, torch.zeros_like(deltas))
+        flat_out[block] = disjoint_merge(trimmed, weight)
+    return out
 
 
 @merge_method(
