@@ -64,13 +64,48 @@ def blocks(n: int, device: torch.device | str) -> list[slice]:
     return [slice(i, i + size) for i in range(0, n, size)]
 
 
+SAMPLE_SIZE = 1 << 14
+
+
+def kth_smallest(values: Tensor, k: int) -> Tensor:
+    """Exactly ``torch.kthvalue(values, k).values`` for a 1-D tensor (k is 1-based), several times faster on
+    large CPU tensors.
+
+    ``kthvalue`` is a single-threaded quickselect over a copy (4.2 s of a 7.8 s TIES merge of two SmolLM2
+    checkpoints). Here a random sample brackets the answer, two vectorised passes count the entries below
+    the bracket and gather the few inside it, and ``kthvalue`` runs on that small set. When the bracket
+    misses (an unlucky sample, many ties), it falls back to ``kthvalue`` on everything: never approximate.
+    """
+    n = values.numel()
+    if n <= 4 * SAMPLE_SIZE or values.device.type != "cpu":
+        return torch.kthvalue(values, k).values
+    # Random positions (fixed seed): a regular stride can be a multiple of the row length and sample one column.
+    positions = torch.randint(0, n, (SAMPLE_SIZE,), generator=torch.Generator().manual_seed(0))
+    sample = values[positions]
+    m = sample.numel()
+    # The rank k/n in the sample, widened by ~6 binomial standard deviations on each side.
+    margin = int(6 * (m * (k / n) * (1 - k / n)) ** 0.5) + 8
+    centre = k * m // n
+    ordered = torch.sort(sample).values
+    lo, hi = ordered[max(0, centre - margin)], ordered[min(m - 1, centre + margin)]
+    below = int((values < lo).sum())
+    if bool(lo == hi):  # a tie spans the bracket (bf16 task vectors have many exact zeros): no selection left
+        if below < k <= int((values <= hi).sum()):
+            return lo.clone()
+        return torch.kthvalue(values, k).values
+    inside = values[(values >= lo) & (values <= hi)]
+    if below < k <= below + inside.numel():
+        return torch.kthvalue(inside, k - below).values
+    return torch.kthvalue(values, k).values
+
+
 def top_magnitude_threshold(delta: Tensor, density: float) -> Tensor:
     """The |value| at or above which ``keep_top_magnitude`` keeps an entry (0 when it keeps all)."""
     n = delta.numel()
     keep = max(1, int(density * n))
     if keep >= n:
         return torch.zeros((), dtype=delta.dtype, device=delta.device)
-    return torch.kthvalue(delta.abs().flatten().float(), n - keep + 1).values.to(delta.dtype)
+    return kth_smallest(delta.abs().flatten().float(), n - keep + 1).to(delta.dtype)
 
 
 def keep_top_magnitude(delta: Tensor, density: float) -> Tensor:
@@ -84,7 +119,7 @@ def keep_top_magnitude(delta: Tensor, density: float) -> Tensor:
     if keep >= n:
         return delta
     mag = delta.abs().flatten()
-    threshold = torch.kthvalue(mag.float(), n - keep + 1).values
+    threshold = kth_smallest(mag.float(), n - keep + 1)
     return torch.where(delta.abs() >= threshold, delta, torch.zeros_like(delta))
 
 
