@@ -14,6 +14,7 @@ import platform
 import threading
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +23,7 @@ from study import RESULT_SCHEMA_VERSION, __version__
 from study.checkpoints import ResolvedModel, resolve_model
 from study.config import Sweep, load_sweep
 from study.errors import NotApplicable, UserError
+from study.gcpolicy import warm_up
 from study.plan import BASE, ENSEMBLE, SINGLE, Cell, Plan, build_plan
 from study.store import DONE, FAILED, NOT_APPLICABLE, StoreFullError, Store, worker_id
 
@@ -239,7 +241,7 @@ class CellRunner:
             status = self.store.status(cell.cell_id)  # another worker may have finished it before our claim
             if status == DONE or (status == FAILED and not retry_failed):
                 return CACHED if status == DONE else FAILED
-            with _Heartbeat(self.store, cell.cell_id):
+            with _Heartbeat(self.store, cell.cell_id), (nullcontext() if cell.not_applicable else warm_up()):
                 record, samples = self.compute(cell)
             self.store.put(record, samples)
         finally:

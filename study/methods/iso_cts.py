@@ -46,7 +46,8 @@ def iso_cts_delta(deltas: list[Tensor], fraction: float) -> Tensor:
     u[:, t * d :] = uc
     s[t * d :] = sc
     vh[t * d :, :] = vhc
-    return orthogonalise(u) @ torch.diag(torch.full_like(s, float(s.mean()))) @ orthogonalise(vh)
+    iso = torch.full_like(s, float(s.mean()))
+    return (orthogonalise(u) * iso) @ orthogonalise(vh)  # scaling columns = @ diag(iso), exactly
 
 
 @merge_method(

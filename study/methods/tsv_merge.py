@@ -10,7 +10,6 @@ T·b stay zero, so they contribute nothing (the reference's layout).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from study.methods.common import is_2d_non_embedding, mean_of, orthogonalise, svd, task_vectors
@@ -30,7 +29,7 @@ def tsv_delta(deltas: list[Tensor]) -> Tensor:
         u[:, i * b : (i + 1) * b] = ui[:, :b]
         s[i * b : (i + 1) * b] = si[:b]
         vh[i * b : (i + 1) * b, :] = vhi[:b, :]
-    return orthogonalise(u) @ torch.diag(s) @ orthogonalise(vh)
+    return (orthogonalise(u) * s) @ orthogonalise(vh)  # scaling columns = @ diag(s), exactly, without r² work
 
 
 @merge_method(
