@@ -190,14 +190,18 @@ def _merge_in_blocks(
     from study.methods.common import blocks
 
     out = torch.empty(base.shape, dtype=dtype)
-    flat_out, flat_base = out.view(-1), base.reshape(-1)
-    flat = [t.reshape(-1) for t in tensors]
-    for block in blocks(flat_out.numel(), "cpu"):
-        b = flat_base[block].to(torch.float32)
-        blocks_in = [t[block].to(torch.float32) for t in flat]
+    flat_out, flat_inputs = out.view(-1), [base.reshape(-1), *(t.reshape(-1) for t in tensors)]
+    slices = blocks(flat_out.numel(), "cpu")
+    # float32 copies of one block of every input, in buffers reused block after block (fresh ones per block
+    # cost an allocation each); the copy is the same conversion as ``.to(torch.float32)``.
+    size = min(slices[0].stop, flat_out.numel()) if slices else 0
+    buffers = [torch.empty(size, dtype=torch.float32) for _ in flat_inputs]
+    for block in slices:
+        n = min(block.stop, flat_out.numel()) - block.start
+        b, *blocks_in = [buf[:n].copy_(x[block]) for buf, x in zip(buffers, flat_inputs)]
         for i, x in enumerate([b, *blocks_in]):
             if not all_finite(x):
-                raise non_finite(name, (paths or ["?"] * (len(flat) + 1))[i])
+                raise non_finite(name, (paths or ["?"] * len(flat_inputs))[i])
         merged = info.fn(b if info.needs_base else None, blocks_in, **kwargs)
         if merged.shape != b.shape:
             raise MergeInputError(f"method {info.name} is declared elementwise but returned shape {tuple(merged.shape)} for a block of {b.numel()}")

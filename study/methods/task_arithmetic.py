@@ -19,8 +19,8 @@ def task_arithmetic(
 ) -> Tensor:
     """Add the scaled sum of task vectors to the base. ``lambda: "1/k"`` gives the mean of task vectors."""
     # Same operations, in the same order, as ``base + lambda_ * Σ wᵢ (θᵢ − base)``, but accumulated in place:
-    # one task vector alive at a time instead of k, and no temporaries for the last two steps.
-    acc = torch.zeros_like(base)
+    # one task vector alive at a time instead of k (one buffer, reused), and no temporaries for the last two steps.
+    acc, task_vector = torch.zeros_like(base), torch.empty_like(base)
     for t, w in zip(tensors, per_model(weight, len(tensors))):
-        acc.add_(t - base, alpha=float(w))
+        acc.add_(torch.sub(t, base, out=task_vector), alpha=float(w))
     return acc.mul_(lambda_).add_(base)
