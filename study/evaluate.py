@@ -112,6 +112,21 @@ def quiet_progress() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _no_loading_bar() -> Iterator[None]:
+    """Without transformers' "Loading weights" bar, which each worker would print once through the sweep's
+    own progress bar; restored afterwards, so a notebook that uses the harness keeps its bars."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _set_seeds(seed: int) -> None:
     import numpy as np
     import torch
@@ -134,8 +149,9 @@ class Evaluator:
             logging.getLogger(noisy).setLevel(logging.ERROR)
         self.spec = spec
         dtype = torch.float32 if spec.dtype == "auto" else getattr(torch, spec.dtype)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
+        with _no_loading_bar():
+            self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
         self.model.to(device).eval()
         if device == "cpu" and sum(p.numel() for p in self.model.parameters()) < SMALL_MODEL_PARAMS:
             torch.set_num_threads(1)

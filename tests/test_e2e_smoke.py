@@ -37,6 +37,7 @@ def test_smoke_sweep_runs_every_cell(smoke_store):
     assert counts["pending"] == 0 and counts["failed"] == 0, first.stdout
     assert counts["done"] == counts["total"] > 10
     assert "cells: " in first.stdout and " computed, 0 cached, 0 failed" in first.stdout
+    assert "Loading weights" not in first.stdout + first.stderr  # transformers' bar stays out of the sweep's
     recs = records(store)
     tasks = {t for r in recs.values() for t in r["scores"]}
     assert len(tasks) >= 8
