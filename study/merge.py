@@ -194,11 +194,9 @@ def _merge_in_blocks(
     slices = blocks(flat_out.numel(), "cpu")
     # float32 copies of one block of every input, in buffers reused block after block (fresh ones per block
     # cost an allocation each); the copy is the same conversion as ``.to(torch.float32)``.
-    size = min(slices[0].stop, flat_out.numel()) if slices else 0
-    buffers = [torch.empty(size, dtype=torch.float32) for _ in flat_inputs]
+    buffers = [torch.empty(slices[0].stop if slices else 0, dtype=torch.float32) for _ in flat_inputs]
     for block in slices:
-        n = min(block.stop, flat_out.numel()) - block.start
-        b, *blocks_in = [buf[:n].copy_(x[block]) for buf, x in zip(buffers, flat_inputs)]
+        b, *blocks_in = [buf[: block.stop - block.start].copy_(x[block]) for buf, x in zip(buffers, flat_inputs)]
         for i, x in enumerate([b, *blocks_in]):
             if not all_finite(x):
                 raise non_finite(name, (paths or ["?"] * len(flat_inputs))[i])

@@ -59,9 +59,10 @@ blocks of 2^18. On a GPU one block is the whole tensor."""
 
 
 def blocks(n: int, device: torch.device | str) -> list[slice]:
-    """Slices covering ``range(n)`` for block-wise elementwise work on ``device``."""
+    """Slices covering ``range(n)`` exactly (the last one may be shorter) for block-wise elementwise work on
+    ``device``."""
     size = BLOCK_ELEMENTS if torch.device(device).type == "cpu" else max(n, 1)
-    return [slice(i, i + size) for i in range(0, n, size)]
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
 SAMPLE_SIZE = 1 << 14
