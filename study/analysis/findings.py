@@ -1,0 +1,74 @@
+"""Findings: the statements a report makes that another machine should reproduce.
+
+The mini zoo is trained here, and float results of training differ between CPU models (AVX2 and AVX-512
+kernels sum in different orders), so a zoo built on another machine has other weights and every exact score
+moves. What should not move is a conclusion the data supports with room to spare. A *finding* is a
+(base, method, params, k, measure) whose seeded 95% bootstrap interval over subsets excludes 0, measured on at
+least two subsets (one subset gives a point, not an interval): "merging beats (or loses to) the base" for
+``gain``, "merging beats (or loses to) the best single checkpoint of the subset" for
+``rel_gain_best_single``. The report writes them to ``findings.csv``; ``check_findings`` compares them with a
+fresh run (``tests/test_findings.py`` does so on a freshly built zoo) and says which held: the fresh point
+estimate has the same sign.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from study.analysis.style import series_key
+
+MEASURES = {
+    "gain": "merged vs base (mean gain in average score)",
+    "rel_gain_best_single": "merged vs the subset's best single checkpoint (mean relative gain)",
+}
+KEY = ["base", "method", "params", "k", "measure"]
+COLUMNS = [*KEY, "n_subsets", "mean", "ci_low", "ci_high", "direction"]
+MIN_SUBSETS = 2
+
+
+def stated_findings(summary: pd.DataFrame) -> pd.DataFrame:
+    """Every (row, measure) of ``summary.csv`` whose interval excludes 0 on at least ``MIN_SUBSETS`` subsets."""
+    rows = []
+    for r in summary.itertuples(index=False):
+        if r.n_subsets < MIN_SUBSETS:
+            continue
+        for measure in MEASURES:
+            mean, lo, hi = (getattr(r, f"{measure}_mean"), getattr(r, f"{measure}_ci_low"),
+                            getattr(r, f"{measure}_ci_high"))
+            if lo > 0 or hi < 0:
+                rows.append({"base": r.base, "method": r.method, "params": r.params, "k": int(r.k),
+                             "measure": measure, "n_subsets": int(r.n_subsets), "mean": float(mean),
+                             "ci_low": float(lo), "ci_high": float(hi),
+                             "direction": "above" if lo > 0 else "below"})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def check_findings(stated: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Each stated finding beside a fresh run's estimate: ``held`` is True when the fresh mean has the stated
+    sign; a finding whose row the fresh run lacks is ``held = False`` with ``fresh_mean`` NaN."""
+    fresh = {(r.base, r.method, r.params, int(r.k)): r for r in summary.itertuples(index=False)}
+    rows = []
+    for f in stated.itertuples(index=False):
+        r = fresh.get((f.base, f.method, f.params, int(f.k)))
+        mean = float("nan") if r is None else float(getattr(r, f"{f.measure}_mean"))
+        held = (mean > 0) if f.direction == "above" else (mean < 0)
+        rows.append({**f._asdict(), "fresh_mean": mean, "held": bool(held)})
+    return pd.DataFrame(rows, columns=[*COLUMNS, "fresh_mean", "held"])
+
+
+def findings_section(findings: pd.DataFrame, labels: dict[str, str]) -> str:
+    """The report's "Findings" section: what the intervals support, in words, then the table."""
+    head = ("## Findings (intervals that exclude 0)\n\nA finding is a series at one k whose seeded 95% bootstrap "
+            f"interval over at least {MIN_SUBSETS} subsets excludes 0 (`findings.csv`). Exact scores depend on the "
+            "machine that trained the zoo; these statements are the ones a rerun on another CPU is expected to "
+            "reproduce (the fresh estimate has the same sign), and `tests/test_findings.py` checks them on a "
+            "freshly built zoo.")
+    if findings.empty:
+        return head + "\n\nNo interval excludes 0: this run supports no finding."
+    lines = []
+    for f in findings.itertuples(index=False):
+        series = labels.get(series_key(f.method, f.params), f.method)
+        what = "the base" if f.measure == "gain" else "the best single checkpoint"
+        lines.append(f"- {f.base}, {series} {f.params}, k = {f.k}: {f.direction} {what} "
+                     f"({f.mean:+.4f}, 95% interval [{f.ci_low:+.4f}, {f.ci_high:+.4f}], {f.n_subsets} subsets)")
+    return head + "\n\n" + "\n".join(lines)
