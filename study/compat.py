@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from study.errors import CheckpointError
+from study.lora import check_adapter_base, is_lora_dir
+from study.tensors import SafetensorsSource, is_embedding, is_float_dtype
 
 CONFIG_FIELDS = (
     "model_type", "architectures", "num_hidden_layers", "hidden_size", "intermediate_size",
     "num_attention_heads", "num_key_value_heads", "head_dim", "tie_word_embeddings",
 )
-EMBEDDING_MARKERS = ("embed_tokens", "lm_head", "wte", "embed_out")
-FLOAT_DTYPES = ("float", "bfloat")
 
 
 def _config(model_dir: Path) -> dict[str, Any]:
@@ -56,13 +56,13 @@ def _check_tensors(base: Any, ckpt: Any, where: Path, vocab_mismatch: str) -> No
         b_shape, c_shape = tuple(base.shape(name)), tuple(ckpt.shape(name))
         if b_shape != c_shape:
             extra_rows = (
-                any(m in name for m in EMBEDDING_MARKERS) and c_shape[1:] == b_shape[1:] and c_shape[0] > b_shape[0]
+                is_embedding(name) and c_shape[1:] == b_shape[1:] and c_shape[0] > b_shape[0]
             )
             if not (extra_rows and vocab_mismatch == "truncate"):
                 hint = " (extra vocabulary rows: vocab_mismatch: truncate drops them)" if extra_rows else ""
                 raise CheckpointError(f"checkpoint {where}: tensor {name} has shape {c_shape}, expected {b_shape}{hint}")
         b_dtype, c_dtype = base.dtype(name), ckpt.dtype(name)
-        if b_dtype.startswith(FLOAT_DTYPES) and not c_dtype.startswith(FLOAT_DTYPES):
+        if is_float_dtype(b_dtype) and not is_float_dtype(c_dtype):
             raise CheckpointError(
                 f"checkpoint {where}: tensor {name} has dtype {c_dtype}, expected a float dtype like the base's "
                 f"{b_dtype} (quantised checkpoints cannot be merged)"
@@ -71,14 +71,11 @@ def _check_tensors(base: Any, ckpt: Any, where: Path, vocab_mismatch: str) -> No
 
 def check_compatible(base_dir: Path, checkpoint_dirs: list[Path], *, vocab_mismatch: str = "refuse") -> None:
     """Raise ``CheckpointError`` for the first checkpoint that cannot be merged with the base."""
-    from study.lora import check_adapter_base
-    from study.tensors import SafetensorsSource
-
     base_dir = Path(base_dir)
     base_config = _config(base_dir)
     base = SafetensorsSource(base_dir)
     for ckpt_dir in map(Path, checkpoint_dirs):
-        if (ckpt_dir / "adapter_config.json").is_file():
+        if is_lora_dir(ckpt_dir):
             check_adapter_base(ckpt_dir, base)
             continue
         _check_config(base_config, _config(ckpt_dir), ckpt_dir, vocab_mismatch)

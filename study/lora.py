@@ -24,6 +24,7 @@ from typing import Any
 from study.errors import CheckpointError
 from study.tensors import TensorSource, read_safetensors_header
 
+ADAPTER_CONFIG = "adapter_config.json"
 PREFIX = "base_model.model."
 LORA_PARTS = {"lora_A": "A", "lora_B": "B", "lora_embedding_A": "A", "lora_embedding_B": "B"}
 
@@ -40,11 +41,16 @@ class LoraModule:
     fan_in_fan_out: bool
 
 
+def is_lora_dir(path: Path) -> bool:
+    """A PEFT adapter directory (it has ``adapter_config.json``) rather than a full model."""
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
 def adapter_config(path: Path) -> dict[str, Any]:
     try:
-        config = json.loads((path / "adapter_config.json").read_text())
+        config = json.loads((path / ADAPTER_CONFIG).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable adapter_config.json: {exc}") from None
+        raise CheckpointError(f"{path}: unreadable {ADAPTER_CONFIG}: {exc}") from None
     kind = config.get("peft_type", "LORA")
     if kind != "LORA":
         raise CheckpointError(f"{path}: PEFT type {kind} is not supported as a checkpoint (only LORA)")

@@ -19,10 +19,29 @@ from typing import Protocol
 
 from study.errors import CheckpointError
 
-_DTYPE_NAMES = {
+SAFETENSORS_DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
     "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
 }
+"""safetensors' dtype codes → torch dtype names (``getattr(torch, name)``), the names every source reports."""
+
+EMBEDDING_MARKERS = ("embed_tokens", "lm_head", "wte", "embed_out")
+"""Substrings that mark a token embedding or output projection (Llama/Qwen, GPT-2, GPT-NeoX naming): the
+tensors whose rows are vocabulary entries, and which the subspace methods leave out of their SVD scope."""
+
+
+def is_embedding(name: str | None) -> bool:
+    return any(m in (name or "") for m in EMBEDDING_MARKERS)
+
+
+def is_float_dtype(name: str) -> bool:
+    """A floating dtype name (``float32``, ``bfloat16``, ``float8_e4m3fn``...), as sources report them."""
+    return name.startswith(("float", "bfloat"))
+
+
+def storage_dtype(source: TensorSource) -> str:
+    """The dtype a model stores its float weights in (the first float tensor's), ``float32`` if it has none."""
+    return next((d for d in map(source.dtype, source.names()) if is_float_dtype(d)), "float32")
 
 
 class TensorSource(Protocol):
@@ -92,12 +111,6 @@ def weight_files(model_dir: Path) -> list[Path]:
     return files
 
 
-_TORCH_DTYPES = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
-    "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
-}
-
-
 class SafetensorsSource:
     """A Hugging Face model directory (one or several safetensors shards), read lazily by tensor name.
 
@@ -134,14 +147,14 @@ class SafetensorsSource:
         return tuple(self._meta[name]["shape"])
 
     def dtype(self, name: str) -> str:
-        return _DTYPE_NAMES.get(self._meta[name]["dtype"], self._meta[name]["dtype"])
+        return SAFETENSORS_DTYPES.get(self._meta[name]["dtype"], self._meta[name]["dtype"])
 
     def get(self, name: str):
         import torch
 
         file = self._where[name]
         meta = self._meta[name]
-        kind = _TORCH_DTYPES.get(meta["dtype"])
+        kind = SAFETENSORS_DTYPES.get(meta["dtype"])
         if kind is None or sys.byteorder != "little":
             return self._get_with_safetensors(file, name)
         dtype = getattr(torch, kind)
@@ -193,18 +206,6 @@ class SafetensorsSource:
 
     def __del__(self) -> None:
         self.close()
-
-
-def open_source(path: Path, base: "TensorSource | None" = None) -> TensorSource:
-    """A tensor source for a model directory, or for a LoRA adapter directory over ``base``."""
-    path = Path(path)
-    if (path / "adapter_config.json").is_file():
-        from study.lora import LoraSource
-
-        if base is None:
-            raise CheckpointError(f"{path}: a LoRA adapter needs its base model to be merged")
-        return LoraSource(path, base)
-    return SafetensorsSource(path)
 
 
 class TensorCache:

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from study.merge import merge_state_dict, open_inputs
-from study.methods.common import EMBEDDING_MARKERS, dare_mask
+from study.methods.common import dare_mask
 from study.methods.registry import get_method
+from study.tensors import EMBEDDING_MARKERS
 
 F32 = dict(atol=2e-6, rtol=1e-5)
 

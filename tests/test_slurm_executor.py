@@ -59,10 +59,12 @@ def test_chunks_never_mix_bases_and_keep_plan_order():
 
 
 def test_folded_array_task_ids_are_expanded():
-    from study.executors.slurm import _expand
+    from study.executors.slurm_query import parse_accounting
 
-    assert _expand("12_[0-2,5%4]") == ["12_0", "12_1", "12_2", "12_5"]
-    assert _expand("12_3") == ["12_3"] and _expand("13") == ["13"]
+    sacct = "JobID|State\n12_[0-2,5%4]|PENDING\n12_3|CANCELLED by 1000\n12_3.batch|CANCELLED\n13|COMPLETED\n14_7|\n"
+    assert parse_accounting(sacct) == {"12_0": "PENDING", "12_1": "PENDING", "12_2": "PENDING", "12_5": "PENDING",
+                                       "12_3": "CANCELLED", "13": "COMPLETED", "14_7": "UNKNOWN"}
+    assert parse_accounting("") == {}
 
 
 @pytest.fixture
@@ -105,7 +107,8 @@ def test_the_smoke_sweep_runs_as_a_job_array_and_equals_a_local_run(slurm_cluste
     wait_until(lambda: status(sweep, store).get("slurm") == {"COMPLETED": 5}, 60, "status to show 5 COMPLETED")
 
     # a local run of a sample of the same cells, in this process, gives the same scores
-    from study.runner import prepare, run_cells
+    from study.prepare import prepare
+    from study.runner import run_cells
     from study.store import Store
 
     ctx = prepare(sweep, zoo_root=Path(zoo_root))

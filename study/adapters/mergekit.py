@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import typing
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from study.adapters import not_per_tensor
 from study.errors import MethodError
-from study.methods.registry import MethodInfo, Param
+from study.lora import is_lora_dir
+from study.methods.schema import MethodInfo, Param
+from study.tensors import SafetensorsSource, storage_dtype
 
 REQUIRED_DEFAULTS = {"weight": 1.0, "t": 0.5}
 _SIMPLE_TYPES = (bool, int, float, str)
@@ -44,7 +47,8 @@ def _param(spec: Any) -> Param | None:
     )
 
 
-def mergekit_method(name: str, inner: str, fn: Callable[..., Any]) -> MethodInfo:
+def mergekit_method(name: str, inner: str) -> MethodInfo:
+    """The schema and runner of ``mergekit:<inner>``."""
     from mergekit.merge_methods import registry
     from mergekit.merge_methods.base import BasePolicy
 
@@ -68,7 +72,7 @@ def mergekit_method(name: str, inner: str, fn: Callable[..., Any]) -> MethodInfo
 
     return MethodInfo(
         name=name,
-        fn=fn,
+        fn=not_per_tensor,
         params=params,
         reference=f"mergekit {spec.pretty_name or inner}" + (f", {spec.reference_url}" if spec.reference_url else ""),
         summary=f"mergekit's {inner} merge method, run through its Python API",
@@ -79,18 +83,8 @@ def mergekit_method(name: str, inner: str, fn: Callable[..., Any]) -> MethodInfo
     )
 
 
-def _storage_dtype(model_dir: Path) -> str:
-    from study.tensors import SafetensorsSource
-
-    src = SafetensorsSource(model_dir)
-    for n in src.names():
-        if src.dtype(n).startswith(("float", "bfloat")):
-            return src.dtype(n)
-    return "float32"
-
-
 def _model_ref(path: Path, base_dir: Path) -> str:
-    if (path / "adapter_config.json").is_file():
+    if is_lora_dir(path):
         return f"{base_dir}+{path}"
     return str(path)
 
@@ -117,7 +111,7 @@ def mergekit_config(
         "models": models,
         "parameters": {k: v for k, v in resolved.items() if k not in per_model},
         "dtype": "float32",
-        "out_dtype": _storage_dtype(layout_dir),
+        "out_dtype": storage_dtype(SafetensorsSource(layout_dir)),
     }
     if base_model is not None:
         config["base_model"] = str(base_model)

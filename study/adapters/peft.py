@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from study.adapters import not_per_tensor
 from study.errors import CheckpointError, MethodError
-from study.methods.registry import MethodInfo, Param
+from study.lora import ADAPTER_CONFIG, check_adapter_base, is_lora_dir
+from study.methods.schema import MethodInfo, Param
+from study.tensors import SafetensorsSource, storage_dtype
 
 COMBINATIONS = (
     "svd", "linear", "cat", "ties", "ties_svd", "dare_ties", "dare_linear", "dare_ties_svd", "dare_linear_svd",
@@ -42,7 +45,8 @@ def _params(combination: str) -> tuple[Param, ...]:
     return tuple(params)
 
 
-def peft_method(name: str, combination: str, fn: Callable[..., Any]) -> MethodInfo:
+def peft_method(name: str, combination: str) -> MethodInfo:
+    """The schema and runner of ``peft:<combination>``."""
     if combination not in COMBINATIONS:
         raise MethodError(f"method {name!r}: PEFT has no combination_type {combination!r} (one of {', '.join(COMBINATIONS)})")
 
@@ -51,7 +55,7 @@ def peft_method(name: str, combination: str, fn: Callable[..., Any]) -> MethodIn
 
     return MethodInfo(
         name=name,
-        fn=fn,
+        fn=not_per_tensor,
         params=_params(combination),
         reference="PEFT LoraModel.add_weighted_adapter, https://huggingface.co/docs/peft/developer_guides/model_merging",
         summary=f"LoRA adapters combined by PEFT ({combination}) and merged into the base",
@@ -66,11 +70,8 @@ def run_peft(combination: str, base_dir: Path, checkpoint_dirs: list[Path], reso
     from transformers import AutoModelForCausalLM
 
     for c in checkpoint_dirs:
-        if not (Path(c) / "adapter_config.json").is_file():
-            raise CheckpointError(f"peft:{combination}: checkpoint {c} is not a LoRA adapter (no adapter_config.json)")
-    from study.lora import check_adapter_base
-    from study.tensors import SafetensorsSource
-
+        if not is_lora_dir(c):
+            raise CheckpointError(f"peft:{combination}: checkpoint {c} is not a LoRA adapter (no {ADAPTER_CONFIG})")
     base_src = SafetensorsSource(Path(base_dir))
     for c in checkpoint_dirs:
         check_adapter_base(Path(c), base_src)
@@ -91,15 +92,8 @@ def run_peft(combination: str, base_dir: Path, checkpoint_dirs: list[Path], reso
     model.add_weighted_adapter(names, list(resolved["weight"]), "merged", combination_type=combination, **kwargs)
     model.set_adapter("merged")
     merged = model.merge_and_unload(adapter_names=["merged"])
-    dtype = _storage_dtype(base_src)
+    dtype = storage_dtype(base_src)
     merged.to(getattr(torch, dtype)).save_pretrained(str(out_dir), safe_serialization=True)
     for fname in TOKENIZER_FILES:
         if (Path(base_dir) / fname).is_file():
             shutil.copy2(Path(base_dir) / fname, Path(out_dir) / fname)
-
-
-def _storage_dtype(src: Any) -> str:
-    for n in src.names():
-        if src.dtype(n).startswith(("float", "bfloat")):
-            return src.dtype(n)
-    return "float32"

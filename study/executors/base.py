@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from study.record import Outcome
+
 if TYPE_CHECKING:
-    from study.runner import SweepContext
+    from study.prepare import SweepContext
     from study.store import Store
 
 
@@ -25,8 +27,10 @@ class RunSummary:
     claimed_elsewhere: int = 0
     submitted: list[str] = field(default_factory=list)
 
-    def add(self, outcome: str, n: int = 1) -> None:
-        setattr(self, outcome, getattr(self, outcome) + n)
+    def add(self, outcome: "Outcome | str", n: int = 1) -> None:
+        """Count ``n`` cells of a run outcome (``study.record.Outcome``: the field of that name)."""
+        name = Outcome(outcome).value
+        setattr(self, name, getattr(self, name) + n)
 
     def line(self) -> str:
         s = (f"cells: {self.computed} computed, {self.cached} cached, {self.failed} failed, "

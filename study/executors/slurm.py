@@ -1,12 +1,9 @@
 """Slurm job arrays through submitit: cells in chunks, one array task per chunk, the store as the truth.
 
-Why it is built this way (measured against a real Slurm in shared/design/cluster.md):
+Why it is built this way (measured against a real Slurm; see docs/architecture.md, "Slurm facts"):
 
-* Tasks are idempotent: a task re-plans the sweep and runs its chunk through the store's claims, so a task
-  that is requeued, or resubmitted by a later ``run``, skips every finished cell.
-* Preemption and time limits are checkpoint + requeue (submitit ``Checkpointable``): the requeued task gets only
-  the cells it had not finished, and the claim of the interrupted cell is released so that a task restarted on
-  another node is not locked out of it.
+* Tasks are idempotent and requeue themselves on preemption with the cells they had not finished
+  (:mod:`study.executors.slurm_task`, the job side); Slurm is queried in :mod:`study.executors.slurm_query`.
 * The outcome is judged from the store (cells) and from squeue/sacct (tasks), never from the first result
   pickle: submitit's in-job ``scontrol requeue`` can write an error result while Slurm runs the task again.
 * A fresh ``AutoExecutor(cluster="slurm")`` per submission, and GPU keys left out (never ``None``) when no GPU
@@ -20,114 +17,26 @@ import datetime as dt
 import fcntl
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from study.errors import UserError
 from study.executors.base import RunSummary
+from study.executors.slurm_query import (ACTIVE, accounting_states, live_job_ids, partition_gpus, queue_states, slurm,
+                                         task_states)
+from study.executors.slurm_task import CellsTask, TaskSpec
 
 if TYPE_CHECKING:
-    from study.config import ExecutorSpec, Sweep
+    from study.config import ExecutorSpec
     from study.plan import Cell
-    from study.runner import SweepContext
+    from study.prepare import SweepContext
     from study.store import Store
 
-ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
-          "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED"}
 CONTROLLER_PATIENCE_S = 300  # how long --wait tolerates an unreachable controller (a restart, a failover)
 JOBS_FILE = "slurm/jobs.json"
-
-
-# --- talking to Slurm -----------------------------------------------------------------------------------
-
-def _slurm(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    if shutil.which(cmd[0]) is None:
-        raise UserError(f"executor slurm: `{cmd[0]}` is not on PATH: run on a Slurm login node, or start the "
-                        f"local test cluster (bash scripts/local_slurm.sh start; source $SLURM_BASE/env.sh)")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    if check and proc.returncode != 0:
-        raise UserError(_slurm_error(cmd[0], proc))
-    return proc
-
-
-def _slurm_error(tool: str, proc: subprocess.CompletedProcess) -> str:
-    """One line: the tool's last message, plus the usual cause when Slurm cannot be reached at all."""
-    lines = (proc.stderr.strip() or proc.stdout.strip() or f"exit status {proc.returncode}").splitlines()
-    msg = f"{tool} failed: {lines[-1].strip()}"
-    if any(x in proc.stderr for x in ("configuration source", "Unable to contact", "Connection refused")):
-        msg += " (no Slurm controller reachable: is SLURM_CONF set, e.g. `source $SLURM_BASE/env.sh`?)"
-    return msg
-
-
-def queue_states(job_ids: list[str]) -> dict[str, str]:
-    """Array task id (``12_3``) -> state, for tasks the controller still lists (pending, running, ...).
-
-    ``-r`` lists each pending array task on its own line. A job id the controller has forgotten makes squeue
-    fail for the whole list, so ask job by job in that case.
-    """
-    if not job_ids:
-        return {}
-    proc = _slurm("squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%i|%T", check=False)
-    if proc.returncode != 0:
-        if len(job_ids) == 1:
-            if "Invalid job id" in proc.stderr:
-                return {}
-            raise UserError(_slurm_error("squeue", proc))
-        out: dict[str, str] = {}
-        for jid in job_ids:
-            out.update(queue_states([jid]))
-        return out
-    return dict(line.split("|", 1) for line in proc.stdout.splitlines() if "|" in line)
-
-
-def _expand(task_id: str) -> list[str]:
-    """``12_[0-2,5%4]`` -> ``12_0 12_1 12_2 12_5`` (sacct folds array tasks that never started)."""
-    if "[" not in task_id:
-        return [task_id]
-    job, _, rest = task_id.partition("_[")
-    out = []
-    for part in rest.rstrip("]").split("%")[0].split(","):
-        lo, _, hi = part.partition("-")
-        out += [f"{job}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
-    return out
-
-
-def accounting_states(job_ids: list[str]) -> dict[str, str]:
-    """Array task id -> state as accounting records it (terminal states live only here); {} without sacct."""
-    if not job_ids or shutil.which("sacct") is None:
-        return {}
-    proc = _slurm("sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", "JobID,State", check=False)
-    if proc.returncode != 0:  # e.g. "Slurm accounting storage is disabled"
-        return {}
-    out: dict[str, str] = {}
-    for line in proc.stdout.splitlines():
-        jid, _, state = line.partition("|")
-        for tid in _expand(jid):
-            out[tid] = state.split()[0] if state else "UNKNOWN"
-    return out
-
-
-def task_states(job_ids: list[str]) -> dict[str, str]:
-    """Accounting's view, overridden by the controller's fresher one for tasks it still lists."""
-    return {**accounting_states(job_ids), **queue_states(job_ids)}
-
-
-def partition_gpus(partition: str | None) -> int:
-    """GPUs per node of a partition (the default one if None), from sinfo's gres column; 0 when none."""
-    args = ["sinfo", "-h", "-o", "%G"] + (["-p", partition] if partition else [])
-    best = 0
-    for gres in _slurm(*args).stdout.split():
-        for item in gres.split(","):
-            parts = item.split("(")[0].split(":")
-            if parts[0] == "gpu" and parts[-1].isdigit():
-                best = max(best, int(parts[-1]))
-    return best
 
 
 # --- what is kept in the store --------------------------------------------------------------------------
@@ -167,15 +76,6 @@ def _task_cells(jobs: list[dict[str, Any]]) -> dict[str, list[str]]:
                                   j["tasks"])}
 
 
-def _live_job_ids() -> set[str]:
-    """Ids of this user's jobs the controller still lists: each array task's own id (``%A``, what
-    ``SLURM_JOB_ID`` says inside it) and its array's id (``%F``, what ``SLURM_ARRAY_JOB_ID`` says)."""
-    import getpass
-
-    proc = _slurm("squeue", "-h", "-u", getpass.getuser(), "-o", "%A %F")
-    return set(proc.stdout.split())
-
-
 def _break_dead_claims(store: "Store", cell_ids: list[str]) -> int:
     """Remove claims held by Slurm tasks that no longer run (cancelled, or killed on another node).
 
@@ -187,111 +87,13 @@ def _break_dead_claims(store: "Store", cell_ids: list[str]) -> int:
     slurm_owned = {c: cl for c, cl in claims.items() if cl is not None and ":slurm" in cl.owner}
     if not slurm_owned:
         return 0
-    live = _live_job_ids()
+    live = live_job_ids()
     broken = 0
     for cell_id, claim in slurm_owned.items():
         if claim.owner.rsplit(":slurm", 1)[1].split("_")[0] not in live:
             store.break_claim(cell_id)
             broken += 1
     return broken
-
-
-# --- the job side -------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """Everything an array task needs to run its cells, independent of the submitting process."""
-
-    sweep: "Sweep"
-    source: str | None
-    cwd: str
-    zoo_root: str | None
-    device: str
-    gpus: int
-    store_root: str
-    retry_failed: bool
-    plugins: tuple[str, ...] = ()
-
-
-def job_device(requested: str, gpus: int) -> str:
-    """``cuda`` when the task was given a GPU (or the sweep asks for one) and torch sees it, else ``cpu``.
-
-    Falls back to CPU instead of failing: a GPU partition whose node lost its driver, or the local test
-    cluster's fake GPUs, still finishes the cells (slower), and the task log says so.
-    """
-    if not (requested.startswith("cuda") or gpus > 0):
-        return requested
-    import torch
-
-    if torch.cuda.is_available():
-        return requested if requested.startswith("cuda") else "cuda"
-    print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r} but torch sees no CUDA device: "
-          f"running on CPU", flush=True)
-    return "cpu"
-
-
-try:
-    from submitit.helpers import Checkpointable as _Checkpointable
-except ImportError:  # the executor is unavailable; the job-side class must still be importable for status
-    _Checkpointable = object  # type: ignore[assignment,misc]
-
-
-class CellsTask(_Checkpointable):
-    """One array task: run a chunk of cells; on preemption or time-out, requeue with the unfinished ones."""
-
-    def __init__(self, spec: TaskSpec):
-        self.spec = spec
-        self.current: str | None = None
-        self.finished: list[str] = []
-
-    def __call__(self, cell_ids: list[str]) -> dict[str, Any]:
-        from study.methods.registry import register_module
-        from study.runner import prepare, run_cells
-        from study.store import Store
-
-        spec = self.spec
-        os.chdir(spec.cwd)
-        for module in spec.plugins:
-            register_module(module)
-        device = job_device(spec.device, spec.gpus)
-        ctx = prepare(spec.sweep, zoo_root=Path(spec.zoo_root) if spec.zoo_root else None, device=device,
-                      check_compat=False)
-        ctx.source = Path(spec.source) if spec.source else None
-        by_id = ctx.plan.by_id()
-        cells = [by_id[c] for c in cell_ids if c in by_id]
-        if len(cells) < len(cell_ids):
-            print(f"{len(cell_ids) - len(cells)} cell(s) of this task are no longer in the sweep's plan (a "
-                  f"checkpoint changed since submission): skipped; `merge-study run` plans them anew", flush=True)
-        task = (f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
-                if "SLURM_ARRAY_JOB_ID" in os.environ else os.environ.get("SLURM_JOB_ID", "?"))
-        restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
-        print(f"task {task}: {len(cells)} cell(s), device {device}, CUDA_VISIBLE_DEVICES="
-              f"{os.environ.get('CUDA_VISIBLE_DEVICES')}, restarts {restarts}", flush=True)
-
-        def started(cell: "Cell") -> None:
-            self.current = cell.cell_id
-            print(f"start  {cell.cell_id}  {cell.describe()}", flush=True)
-
-        def ended(cell: "Cell", outcome: str) -> None:
-            self.current = None
-            self.finished.append(cell.cell_id)
-            print(f"{outcome:<6} {cell.cell_id}  {cell.describe()}", flush=True)
-
-        counts = run_cells(ctx, Store(spec.store_root), cells, retry_failed=spec.retry_failed,
-                           on_start=started, on_cell=ended)
-        return {"counts": counts, "device": device, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                "restarts": int(restarts)}
-
-    def checkpoint(self, cell_ids: list[str]) -> Any:
-        """Called by submitit on USR2 (preemption or the time limit): requeue with what is left."""
-        from submitit.helpers import DelayedSubmission
-        from study.store import Store
-
-        if self.current is not None:
-            Store(self.spec.store_root).release(self.current)
-        left = [c for c in cell_ids if c not in set(self.finished)]
-        print(f"interrupted (preempted or near the time limit) with {len(left)} cell(s) left: requeueing", flush=True)
-        return DelayedSubmission(CellsTask(self.spec), left)
 
 
 # --- the submitting side --------------------------------------------------------------------------------
@@ -371,18 +173,18 @@ class SlurmExecutor:
 
         Not-applicable cells are recorded here, at once: they need no model, so no array task.
         """
+        from study.record import Outcome
         from study.runner import run_cells
-        from study.store import DONE, FAILED, NOT_APPLICABLE
 
         candidates, not_applicable = [], []
         for cell in ctx.plan.unique_cells():
             status = store.status(cell.cell_id)
-            if status == DONE:
-                summary.add("cached")
-            elif status == NOT_APPLICABLE:
-                summary.add("not_applicable")
-            elif status == FAILED and not retry_failed:
-                summary.add("failed")
+            if status == Outcome.DONE:
+                summary.add(Outcome.CACHED)
+            elif status == Outcome.NOT_APPLICABLE:
+                summary.add(Outcome.NOT_APPLICABLE)
+            elif status == Outcome.FAILED and not retry_failed:
+                summary.add(Outcome.FAILED)
             elif cell.not_applicable:
                 not_applicable.append(cell)
             else:
@@ -431,7 +233,7 @@ def follow(ctx: "SweepContext", store: "Store", job_ids: list[str], cells: list[
     Interrupting this (Ctrl-C) stops following, not the jobs.
     """
     from study.executors.local import progress_bar
-    from study.store import DONE, FAILED, NOT_APPLICABLE
+    from study.record import Outcome
 
     jobs = [j for j in read_jobs(store) if j["job_id"] in job_ids]
     tasks = _task_cells(jobs)
@@ -447,9 +249,8 @@ def follow(ctx: "SweepContext", store: "Store", job_ids: list[str], cells: list[
     if interrupted:
         print(f"slurm: stopped following; job(s) {' '.join(job_ids)} keep running: see `merge-study status`, "
               f"stop them with `merge-study cancel`", flush=True)
-    outcome = {DONE: "computed", FAILED: "failed", NOT_APPLICABLE: "not_applicable"}
     for status in final.values():
-        summary.add(outcome[status])
+        summary.add(Outcome.COMPUTED if status == Outcome.DONE else status)
     if left and not interrupted:
         _report_unfinished(store, jobs, tasks, left)
 
@@ -457,7 +258,7 @@ def follow(ctx: "SweepContext", store: "Store", job_ids: list[str], cells: list[
 def _poll_until_done(store: "Store", job_ids: list[str], total: int, left: set[str], final: dict[str, str],
                      show: Any) -> None:
     """Move cells from ``left`` to ``final`` as records appear, until Slurm lists no task of ``job_ids``."""
-    from study.store import DONE, FAILED, NOT_APPLICABLE
+    from study.record import RECORD_STATUSES
 
     unreachable_since: float | None = None
     while True:
@@ -472,7 +273,7 @@ def _poll_until_done(store: "Store", job_ids: list[str], total: int, left: set[s
                                 f"the jobs may still run: see `merge-study status`") from None
         for cid in list(left):
             status = store.status(cid)
-            if status in (DONE, FAILED, NOT_APPLICABLE):
+            if status in RECORD_STATUSES:
                 final[cid] = status
                 left.discard(cid)
         counts: dict[str, int] = {}
@@ -499,7 +300,7 @@ def _report_unfinished(store: "Store", jobs: list[dict[str, Any]], tasks: dict[s
 
 
 def _settled_states(job_ids: list[str], task_ids: list[str], timeout_s: float = 15.0) -> dict[str, str]:
-    """sacct lags the controller by seconds (cluster.md, snag 12): poll briefly until no task looks active."""
+    """sacct lags the controller by seconds (docs/architecture.md, "Slurm facts"): poll briefly until no task looks active."""
     deadline = time.monotonic() + timeout_s
     while True:
         states = accounting_states(job_ids)
@@ -532,7 +333,7 @@ def cancel_jobs(store: "Store", timeout_s: float = 60.0) -> list[str]:
     ids = sorted({tid.split("_")[0] for tid in active}, key=int)
     if not ids:
         return []
-    _slurm("scancel", *ids)
+    slurm("scancel", *ids)
     deadline = time.monotonic() + timeout_s
     while queue_states(ids):
         if time.monotonic() > deadline:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from study.methods.common import task_vectors, weighted_sum
-from study.methods.registry import merge_method
+from study.methods.schema import merge_method
 
 
 def outlier_band(delta: Tensor, density: float, gamma: float) -> Tensor:
@@ -32,6 +32,7 @@ def outlier_band(delta: Tensor, density: float, gamma: float) -> Tensor:
 @merge_method(
     "breadcrumbs",
     reference="Davari & Belilovsky 2024, Model Breadcrumbs, https://arxiv.org/abs/2312.06795",
+    version=1,
     ranges={"density": {"low": 0.0, "low_open": True, "high": 1.0}, "gamma": {"low": 0.0, "high": 1.0}},
 )
 def breadcrumbs(

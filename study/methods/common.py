@@ -7,6 +7,8 @@ import hashlib
 import torch
 from torch import Tensor
 
+from study.tensors import is_embedding
+
 
 def task_vectors(base: Tensor, tensors: list[Tensor]) -> list[Tensor]:
     """τᵢ = θᵢ − θ₀."""
@@ -124,7 +126,6 @@ def keep_top_magnitude(delta: Tensor, density: float) -> Tensor:
     return torch.where(delta.abs() >= threshold, delta, torch.zeros_like(delta))
 
 
-EMBEDDING_MARKERS = ("embed_tokens", "lm_head")
 PROJECTION_MARKERS = (
     ".self_attn.q_proj.weight",
     ".self_attn.k_proj.weight",
@@ -137,8 +138,9 @@ PROJECTION_MARKERS = (
 
 
 def is_2d_non_embedding(name: str | None, tensor: Tensor) -> bool:
-    """methods.md's scope of the subspace methods: two dimensions, not ``embed_tokens`` / ``lm_head``."""
-    return tensor.dim() == 2 and not any(m in (name or "") for m in EMBEDDING_MARKERS)
+    """methods.md's scope of the subspace methods: two dimensions, not a token embedding or output projection
+    (``embed_tokens`` / ``lm_head``, or their GPT-2 / GPT-NeoX names: ``study.tensors.EMBEDDING_MARKERS``)."""
+    return tensor.dim() == 2 and not is_embedding(name)
 
 
 def is_projection(name: str | None) -> bool:

@@ -11,12 +11,13 @@ from __future__ import annotations
 from torch import Tensor
 
 from study.methods.common import dare_rescale, task_vectors, weighted_sum
-from study.methods.registry import merge_method
+from study.methods.schema import merge_method
 
 
 @merge_method(
     "dare_linear",
     reference="Yu et al. 2024, Language Models are Super Mario (DARE), https://arxiv.org/abs/2311.03099",
+    version=1,
     ranges={"density": {"low": 0.0, "low_open": True, "high": 1.0}, "seed": {"low": 0}},
 )
 def dare_linear(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from study.methods.common import is_2d_non_embedding, mean_of, svd, task_vectors, weighted_sum
-from study.methods.registry import merge_method
+from study.methods.schema import merge_method
 
 
 def iso_c_delta(deltas: list[Tensor]) -> Tensor:
@@ -25,6 +25,7 @@ def iso_c_delta(deltas: list[Tensor]) -> Tensor:
     "iso_c",
     reference="Marczak et al. 2025, No Task Left Behind: Isotropic Model Merging with Common and "
     "Task-Specific Subspaces, https://arxiv.org/abs/2502.04959",
+    version=1,
 )
 def iso_c(base: Tensor, tensors: list[Tensor], *, alpha: float = 1.0, tensor_name: str | None = None) -> Tensor:
     """Flatten the spectrum of the summed task vector, add alpha times the result."""

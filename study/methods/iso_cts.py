@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from study.methods.common import is_2d_non_embedding, mean_of, orthogonalise, svd, task_vectors, weighted_sum
-from study.methods.registry import merge_method
+from study.methods.schema import merge_method
 
 
 def split_rank(r: int, t: int, fraction: float) -> tuple[int, int]:
@@ -54,6 +54,7 @@ def iso_cts_delta(deltas: list[Tensor], fraction: float) -> Tensor:
     "iso_cts",
     reference="Marczak et al. 2025, No Task Left Behind: Isotropic Model Merging with Common and "
     "Task-Specific Subspaces, https://arxiv.org/abs/2502.04959",
+    version=1,
     ranges={"common_space_fraction": {"low": 0.0, "high": 1.0}},
 )
 def iso_cts(

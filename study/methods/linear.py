@@ -6,12 +6,13 @@ from torch import Tensor
 
 from study.errors import MethodError
 from study.methods.common import per_model, weighted_sum
-from study.methods.registry import merge_method
+from study.methods.schema import merge_method
 
 
 @merge_method(
     "linear",
     reference="Wortsman et al. 2022, Model soups, https://arxiv.org/abs/2203.05482",
+    version=1,
     needs_base=False,
     elementwise=True,
 )

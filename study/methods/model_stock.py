@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from study.methods.common import mean_of
-from study.methods.registry import merge_method
+from study.methods.schema import merge_method
 
 
 def stock_ratio(base: Tensor, tensors: list[Tensor]) -> float:
@@ -34,6 +34,7 @@ def stock_ratio(base: Tensor, tensors: list[Tensor]) -> float:
 @merge_method(
     "model_stock",
     reference="Jang et al. 2024, Model Stock, https://arxiv.org/abs/2403.19522",
+    version=1,
     min_k=2,
 )
 def model_stock(base: Tensor, tensors: list[Tensor]) -> Tensor:

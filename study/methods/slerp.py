@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from study.methods.registry import merge_method
+from study.methods.schema import merge_method
 
 DOT_THRESHOLD = 0.9995
 EPS = 1e-8
@@ -22,6 +22,7 @@ EPS = 1e-8
 @merge_method(
     "slerp",
     reference="Shoemake 1985, Animating rotation with quaternion curves, https://doi.org/10.1145/325165.325242",
+    version=1,
     needs_base=False,
     min_k=2,
     max_k=2,

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from study.methods.common import is_projection, svd, task_vectors, weighted_sum
-from study.methods.registry import merge_method
+from study.methods.schema import merge_method
 from study.methods.ties import ties_delta, ties_prepass
 
 
@@ -36,6 +36,7 @@ def boosting_prepass(inputs: Any, params: dict[str, Any]) -> dict[str, Any]:
 @merge_method(
     "subspace_boosting",
     reference="Skorobogat et al. 2025, Subspace Boosting for Model Merging, https://arxiv.org/abs/2506.16506",
+    version=1,
     ranges={"beta": {"low": 0.0, "high": 1.0}, "density": {"low": 0.0, "low_open": True, "high": 1.0}},
     prepass=boosting_prepass,
 )

@@ -6,12 +6,13 @@ import torch
 from torch import Tensor
 
 from study.methods.common import per_model
-from study.methods.registry import merge_method
+from study.methods.schema import merge_method
 
 
 @merge_method(
     "task_arithmetic",
     reference="Ilharco et al. 2023, Editing models with task arithmetic, https://arxiv.org/abs/2212.04089",
+    version=1,
     elementwise=True,
 )
 def task_arithmetic(

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from study.methods.common import blocks, disjoint_merge, top_magnitude_threshold
-from study.methods.registry import merge_method
+from study.methods.schema import merge_method
 
 HIGH_BINS = 1 << 15
 LOW_BINS = 1 << 16
@@ -119,6 +119,7 @@ def ties_delta(
 @merge_method(
     "ties",
     reference="Yadav et al. 2023, TIES-Merging, https://arxiv.org/abs/2306.01708",
+    version=1,
     ranges={"density": {"low": 0.0, "low_open": True, "high": 1.0}},
     prepass=ties_prepass,
 )

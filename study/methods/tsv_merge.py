@@ -13,7 +13,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from study.methods.common import is_2d_non_embedding, mean_of, orthogonalise, svd, task_vectors
-from study.methods.registry import merge_method
+from study.methods.schema import merge_method
 
 
 def tsv_delta(deltas: list[Tensor]) -> Tensor:
@@ -36,6 +36,7 @@ def tsv_delta(deltas: list[Tensor]) -> Tensor:
     "tsv_merge",
     reference="Gargiulo et al. 2025, Task Singular Vectors: Reducing Task Interference in Model Merging, "
     "https://arxiv.org/abs/2412.00081",
+    version=1,
 )
 def tsv_merge(base: Tensor, tensors: list[Tensor], *, alpha: float = 1.0, tensor_name: str | None = None) -> Tensor:
     """Keep each task's top singular directions, decorrelate them, add alpha times the result."""

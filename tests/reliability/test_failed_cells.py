@@ -10,6 +10,7 @@ original's).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -24,7 +25,8 @@ TENSOR = "model.layers.0.mlp.up_proj.weight"
 
 def run_sweep(sweep: Path, store: Path, *, retry_failed: bool = False,
               on_start: Callable[[Any], None] | None = None) -> tuple[Any, dict[str, int]]:
-    from study.runner import prepare, run_cells, save_plan
+    from study.prepare import prepare, save_plan
+    from study.runner import run_cells
     from study.store import Store
 
     ctx = prepare(sweep)
@@ -151,10 +153,13 @@ def test_checkpoint_deleted_mid_sweep(fam, sweep, tmp_path):
     for rec in got["failed"].values():
         assert f"{victim}: checkpoint directory disappeared during the sweep" in rec["error"], rec["error"]
 
-    # While it is gone, cell ids cannot be computed (a checkpoint's identity is part of them): a clear exit 2.
-    for command in ("run", "status"):
-        res = invoke(command, str(sweep), "--store", str(store))
-        assert res.exit_code == 2 and f"{victim}: checkpoint directory not found" in res.stderr, res.stderr
+    # While it is gone, cell ids cannot be computed (a checkpoint's identity is part of them): `run` exits 2;
+    # `status` answers from the plan the store keeps, and says why it does not use the sweep file's.
+    res = invoke("run", str(sweep), "--store", str(store))
+    assert res.exit_code == 2 and f"{victim}: checkpoint directory not found" in res.stderr, res.stderr
+    res = invoke("status", str(sweep), "--store", str(store), "--json")
+    assert res.exit_code == 0 and f"{victim}: checkpoint directory not found" in res.stderr, res.stderr
+    assert json.loads(res.stdout)["failed"] == len(bad), res.stdout
     moved.rename(victim)
     check_status_lists(sweep, store, got["failed"])
     _, counts = run_sweep(sweep, store, retry_failed=True)
@@ -178,8 +183,7 @@ def test_plugin_method_raising_for_one_cell(fam, rel_tasks, tmp_path, monkeypatc
     from study.methods import registry
 
     # --plugin registers for the life of the process: keep it out of later tests of this session
-    monkeypatch.setattr(registry, "_EXTRA", dict(registry._EXTRA))
-    monkeypatch.setattr(registry, "_CACHE", dict(registry._CACHE))
+    monkeypatch.setattr(registry, "METHODS", registry.METHODS.copy())
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / "ms_rel_plugin.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path / "plugins"))

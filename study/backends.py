@@ -1,0 +1,21 @@
+"""Evaluation backends by name (the sweep's ``evaluation.backend``): ``hf`` in-process, ``vllm`` in a subprocess.
+
+Each name points at an evaluator class, ``cls(model_dir, spec, tasks, *, trust_remote_code, ...)`` with an
+``evaluate(state_dict)`` method; it is imported only when a sweep evaluates with it (lm-eval, vLLM).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from study.registry import Registry
+
+BACKENDS: Registry[Any] = Registry("evaluation backend", {
+    "hf": "study.evaluate:Evaluator",
+    "vllm": "study.evaluate_vllm:VllmEvaluator",
+})
+
+
+def get_backend(name: str) -> Any:
+    """The evaluator class of backend ``name`` (a ``UserError`` naming the choices when it is unknown)."""
+    return BACKENDS.get(name)
