@@ -30,6 +30,10 @@ SMALL_MODEL_PARAMS = 50_000_000
 
 PRIMARY_METRICS = ("acc", "exact_match", "acc_norm", "f1", "bleu", "mcc")
 
+EVAL_BRIDGE_VERSION = 1
+"""Part of every cell key: bump it when a change here changes scores or samples (how weights are loaded,
+which metric is primary, how tokens are counted), so every cell is re-evaluated instead of mixing results."""
+
 
 @dataclass
 class EvalResult:
@@ -40,25 +44,44 @@ class EvalResult:
 
 
 def resolve_tasks(names: list[str], zoo_root: Path | None = None) -> list[Any]:
-    """Task specs for lm-eval: zoo task dicts, paths to task YAML files, or lm-eval task names as they are."""
+    """Task specs for lm-eval: zoo task dicts, paths to task YAML files, or lm-eval task names as they are.
+
+    A zoo task has one name with the model of its skill (``zoo:add``) and is also accepted under the lm-eval
+    name tables print (``zoo_add``, ``zoo:zoo_add``); the spelling is checked before the zoo is loaded. A task
+    named twice (``zoo:all`` and ``zoo:add``) is an error, not a silently doubled evaluation.
+    """
     import yaml
 
+    from study.zoo.names import is_zoo_task, task_name
+
     out: list[Any] = []
+    first_named_by: dict[str, str] = {}
     for name in names:
-        if name.startswith("zoo:"):
+        if is_zoo_task(name):
             from study.zoo import load_zoo
 
-            out.extend(load_zoo(zoo_root).task_configs([name[4:]]))
+            try:
+                task = task_name(name)
+            except UserError as exc:
+                raise UserError(f"evaluation.tasks: {exc}") from None
+            specs = load_zoo(zoo_root).task_configs([task])
         elif name.endswith((".yaml", ".yml")):
             path = Path(name)
             if not path.is_file():
                 raise UserError(f"evaluation.tasks: task file {name} not found")
             cfg = yaml.safe_load(path.read_text())
             _check_data_files(cfg, path)
-            out.append(cfg)
+            specs = [cfg]
         else:
             _check_task_name(name)
-            out.append(name)
+            specs = [name]
+        for spec in specs:
+            task = _task_name(spec)
+            if task in first_named_by:
+                raise UserError(f"evaluation.tasks: {first_named_by[task]!r} and {name!r} both name task {task}: "
+                                f"list it once")
+            first_named_by[task] = name
+        out.extend(specs)
     return out
 
 
@@ -67,11 +90,14 @@ def _check_task_name(name: str) -> None:
     paid once per process and only by sweeps that name built-in tasks). Glob patterns are left to lm-eval."""
     import difflib
 
+    from study.zoo.names import canonical_task, task_spellings
+
     names = _lm_eval_task_names()
     if name in names or any(ch in name for ch in "*?["):
         return
-    hint = difflib.get_close_matches(name, names, n=1)
-    did = f"; did you mean {hint[0]!r}?" if hint else ""
+    zoo = {spelling: canonical_task(task) for spelling, task in task_spellings().items()}
+    hint = [name] if name in zoo else difflib.get_close_matches(name, [*names, *zoo], n=1)
+    did = f"; did you mean {zoo.get(hint[0], hint[0])!r}?" if hint else ""
     raise UserError(f"evaluation.tasks: unknown lm-eval task {name!r}{did} (`lm_eval --tasks list` lists them; "
                     f"or give a task YAML file or zoo:NAME)")
 
@@ -201,8 +227,12 @@ class Evaluator:
 
 
 def build_task_dict(tasks: list[Any], spec: EvaluationSpec) -> dict[str, Any]:
-    """lm-eval task objects, built once per process, with the sweep's generation length and few-shot count."""
-    from lm_eval.tasks import TaskManager, get_task_dict
+    """lm-eval task objects, built once per process, with the sweep's generation length and few-shot count.
+
+    The result is what ``TaskManager.load`` returns (``tasks``, ``groups``, ``group_map``), which
+    ``lm_eval.evaluator.evaluate`` takes as it is.
+    """
+    from lm_eval.tasks import TaskManager
 
     specs = []
     for t in tasks:
@@ -216,7 +246,7 @@ def build_task_dict(tasks: list[Any], spec: EvaluationSpec) -> dict[str, Any]:
         specs.append(t)
     needs_builtin = any(not isinstance(t, dict) for t in specs)
     try:
-        task_dict = get_task_dict(specs, TaskManager(include_defaults=needs_builtin))
+        task_dict = TaskManager(include_defaults=needs_builtin).load(specs)
     except Exception as exc:
         raise UserError(f"evaluation.tasks: lm-eval cannot build the tasks: {exc}") from None
     for _, task in _flatten(task_dict):
@@ -267,14 +297,9 @@ def _output_type(task: Any) -> str:
     return getattr(getattr(task, "config", None), "output_type", "") or getattr(task, "OUTPUT_TYPE", "")
 
 
-def _flatten(task_dict: dict[Any, Any]) -> list[tuple[str, Any]]:
-    out = []
-    for key, value in task_dict.items():
-        if isinstance(value, dict):
-            out.extend(_flatten(value))
-        else:
-            out.append((getattr(key, "group_name", key) if not isinstance(key, str) else key, value))
-    return out
+def _flatten(task_dict: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Every leaf task of a ``build_task_dict`` result, with its name (groups are expanded by lm-eval)."""
+    return list(task_dict["tasks"].items())
 
 
 def _tied_names(model: Any) -> set[str]:

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from study.errors import MergeInputError
+from study.merged_dir import MODEL_FILES, Staging, check_output
 from study.methods.registry import MethodInfo, get_method
-from study.tensors import TensorSource, all_finite, open_source
-
-EMBEDDING_MARKERS = ("embed_tokens", "lm_head", "wte", "embed_out")
+from study.sources import open_source
+from study.tensors import TensorSource, all_finite, is_embedding, is_float_dtype
 
 
 @dataclass
@@ -66,8 +66,7 @@ class MergeInputs:
         return base.to(self.device, torch.float32), [t.to(self.device, torch.float32) for t in tensors]
 
     def _fit_vocab(self, name: str, t: Any, shape: tuple[int, ...], src: TensorSource) -> Any:
-        is_embedding = any(m in name for m in EMBEDDING_MARKERS)
-        extra_rows = is_embedding and tuple(t.shape[1:]) == shape[1:] and t.shape[0] > shape[0]
+        extra_rows = is_embedding(name) and tuple(t.shape[1:]) == shape[1:] and t.shape[0] > shape[0]
         if extra_rows and self.vocab_mismatch == "truncate":
             return t[: shape[0]]
         hint = (
@@ -141,7 +140,7 @@ def iter_merge(
         if progress:
             progress(name)
         dtype = inputs.base.dtype(name)
-        if not _is_float(dtype):
+        if not is_float_dtype(dtype):
             yield name, raw
             continue
         extra: dict[str, Any] = {}
@@ -161,10 +160,6 @@ def iter_merge(
         yield name, merged.to("cpu", getattr(torch, dtype)).contiguous()
 
 
-def _is_float(dtype: str) -> bool:
-    return dtype.startswith(("float", "bfloat"))
-
-
 def _read_in_order(inputs: MergeInputs, check_finite: bool = True) -> Iterator[tuple[str, Any]]:
     """Every tensor name with its raw inputs (``load_raw``; the base tensor alone for integer buffers).
 
@@ -173,7 +168,7 @@ def _read_in_order(inputs: MergeInputs, check_finite: bool = True) -> Iterator[t
     task_arithmetic: 0.78 s vs 0.52 s warm), because it competes with torch's own intra-op threads.
     """
     for name in inputs.tensor_names():
-        yield name, (inputs.load_raw(name, check_finite) if _is_float(inputs.base.dtype(name)) else inputs.base.get(name))
+        yield name, (inputs.load_raw(name, check_finite) if is_float_dtype(inputs.base.dtype(name)) else inputs.base.get(name))
 
 
 def _merge_in_blocks(
@@ -229,7 +224,7 @@ def _iter_whole_model(
             if progress:
                 progress(name)
             dtype = inputs.base.dtype(name)
-            if not dtype.startswith(("float", "bfloat")):
+            if not is_float_dtype(dtype):
                 yield name, inputs.base.get(name)
                 continue
             if name not in available:
@@ -248,67 +243,66 @@ def merge_state_dict(inputs: MergeInputs, method: str | MethodInfo, params: dict
     return dict(iter_merge(inputs, method, params, **kw))
 
 
-MODEL_FILES = (
-    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-    "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
-)
-
-
 def write_merged(
     inputs: MergeInputs,
     method: str | MethodInfo,
     params: dict[str, Any],
     out: Path,
     *,
+    force: bool = False,
     shard_bytes: int = 2 * 1024**3,
     progress: Callable[[str], None] | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Write a Hugging Face model directory (config, tokenizer, safetensors shards) that Auto classes load.
 
-    Tensors are flushed shard by shard, so writing holds at most one shard in memory; the directory is built
-    under a temporary name and renamed into place.
+    ``out`` must not exist, or with ``force`` be a previous merge output (``study.merged_dir``), and never
+    touch an input. Tensors are flushed shard by shard, so writing holds at most one shard in memory; the
+    directory is built under a hidden sibling and renamed into place, so a failed merge leaves nothing.
+    ``metadata`` goes into ``merge_study.json`` and every shard's safetensors metadata.
     """
     from safetensors.torch import save_file
 
-    out = Path(out)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    layout_dir = Path(inputs.base.path)
-    for fname in MODEL_FILES:
-        if (layout_dir / fname).is_file():
-            shutil.copy2(layout_dir / fname, tmp / fname)
-    meta = {"format": "pt", "merge_study": json.dumps(metadata or {}, sort_keys=True)}
-    shard: dict[str, Any] = {}
-    size = 0
-    shards: list[list[str]] = []
+    sources = [inputs.base.path, *(c.path for c in inputs.checkpoints)]
+    target = check_output(out, sources, force=force)
+    with Staging(target) as staging:
+        tmp = staging.path
+        layout_dir = Path(inputs.base.path)
+        for fname in MODEL_FILES:
+            if (layout_dir / fname).is_file():
+                shutil.copyfile(layout_dir / fname, tmp / fname)  # not copy2: the umask decides the mode
+        staging.write_marker({"merged_by": "merge-study", **(metadata or {})})
+        meta = {"format": "pt", "merge_study": json.dumps(metadata or {}, sort_keys=True)}
+        shard: dict[str, Any] = {}
+        size = 0
+        shards: list[list[str]] = []
 
-    def flush() -> None:
-        nonlocal shard, size
-        if shard:
-            shards.append(list(shard))
-            save_file(shard, str(tmp / f"shard-{len(shards):05d}.safetensors"), metadata=meta)
-            shard, size = {}, 0
+        def flush() -> None:
+            nonlocal shard, size
+            if shard:
+                shards.append(list(shard))
+                save_file(shard, str(tmp / f"shard-{len(shards):05d}.safetensors"), metadata=meta)
+                shard, size = {}, 0
 
-    for name, tensor in iter_merge(inputs, method, params, progress=progress):
-        nbytes = tensor.numel() * tensor.element_size()
-        if shard and size + nbytes > shard_bytes:
-            flush()
-        shard[name] = tensor
-        size += nbytes
-    flush()
-    n = len(shards)
-    if n == 1:
-        (tmp / "shard-00001.safetensors").rename(tmp / "model.safetensors")
-    else:
-        weight_map = {}
-        for i, names in enumerate(shards, 1):
-            final = f"model-{i:05d}-of-{n:05d}.safetensors"
-            (tmp / f"shard-{i:05d}.safetensors").rename(tmp / final)
-            weight_map.update({name: final for name in names})
-        (tmp / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
+        for name, tensor in iter_merge(inputs, method, params, progress=progress):
+            nbytes = tensor.numel() * tensor.element_size()
+            if shard and size + nbytes > shard_bytes:
+                flush()
+            shard[name] = tensor
+            size += nbytes
+        flush()
+        n = len(shards)
+        if n == 1:
+            (tmp / "shard-00001.safetensors").rename(tmp / "model.safetensors")
+            staging.match_marker_mode(["model.safetensors"])
+        else:
+            weight_map = {}
+            for i, names in enumerate(shards, 1):
+                final = f"model-{i:05d}-of-{n:05d}.safetensors"
+                (tmp / f"shard-{i:05d}.safetensors").rename(tmp / final)
+                weight_map.update({name: final for name in names})
+            (tmp / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
+            staging.match_marker_mode(sorted(set(weight_map.values())))
+        check_output(out, sources, force=force)  # again: the merge took a while
+        staging.commit()
+    return Path(out)

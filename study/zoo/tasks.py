@@ -1,6 +1,6 @@
 """The zoo's lm-eval tasks: one JSONL of evaluation documents and one task config per task.
 
-Configs are plain dicts (lm-eval accepts them in ``get_task_dict``) and are also written as YAML for the
+Configs are plain dicts (lm-eval's ``TaskManager.load`` accepts them) and are also written as YAML for the
 lm-eval CLI. Paths in them are absolute because lm-eval resolves relative ``data_files`` against the
 current directory, not the YAML's.
 
