@@ -9,28 +9,27 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from study.errors import UserError
+from study.identity import content_digest
+from study.machine import describe_machine
 from study.zoo import Zoo, build_zoo, default_zoo_root, load_zoo, zoo_summary
+from study.zoo.quality import (
+    BASE_CEILING,
+    BASE_FLOOR,
+    LIMIT,
+    MARGIN,
+    Score,
+    base_scores,
+    evaluate_zoo,
+    own_skill_plan,
+    task_dict,
+)
 from study.zoo.skills import prompt
 from study.zoo.spec import EXPERTS, own_task
-
-LIMIT = 50
-"""Documents per task in the expert-versus-base check: enough to see a 0.2 gap, few enough to be quick."""
-MARGIN = 0.2
-
-
-@dataclass
-class Score:
-    value: float
-    mean_tokens: float
-    responses: list[str]
-
 
 @pytest.fixture(scope="session")
 def zoo() -> Zoo:
@@ -38,46 +37,8 @@ def zoo() -> Zoo:
 
 
 @pytest.fixture(scope="session")
-def task_dict(zoo: Zoo) -> dict[str, Any]:
-    from lm_eval.tasks import TaskManager, get_task_dict
-
-    return get_task_dict(zoo.task_configs(["all"]), TaskManager(include_defaults=False))
-
-
-def evaluate_zoo(zoo: Zoo, task_dict: dict[str, Any], plan: dict[str, list[str]], limit: int) -> dict:
-    """Score each model of ``plan`` on its tasks with lm-eval: {(model, task): Score}."""
-    from lm_eval.evaluator import evaluate
-    from lm_eval.models.huggingface import HFLM
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out: dict[tuple[str, str], Score] = {}
-    for name, tasks in plan.items():
-        model = AutoModelForCausalLM.from_pretrained(zoo.model(name))
-        tokenizer = AutoTokenizer.from_pretrained(zoo.model(name))
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=16)
-        results = evaluate(
-            lm=lm,
-            task_dict={t: task_dict[t] for t in tasks},
-            limit=limit,
-            log_samples=True,
-            apply_chat_template=False,
-            fewshot_as_multiturn=False,
-            bootstrap_iters=0,
-            verbosity="ERROR",
-        )
-        for task in tasks:
-            samples = results["samples"][task]
-            responses = [s["resps"][0][0] for s in samples if isinstance(s["resps"][0][0], str)]
-            lengths = [len(tokenizer(r, add_special_tokens=False).input_ids) for r in responses]
-            value = float(results["results"][task][zoo.metric(task)])
-            out[name, task] = Score(value, sum(lengths) / max(1, len(lengths)), responses)
-    return out
-
-
-@pytest.fixture(scope="session")
-def scores(zoo: Zoo, task_dict: dict[str, Any]) -> dict[tuple[str, str], Score]:
-    plan = {"base": sorted(set(zoo.skills.values()))} | {e: [zoo.skills[e]] for e in zoo.experts}
-    return evaluate_zoo(zoo, task_dict, plan, LIMIT)
+def scores(zoo: Zoo) -> dict[tuple[str, str], Score]:
+    return evaluate_zoo(zoo, task_dict(zoo), own_skill_plan(zoo), LIMIT)
 
 
 def test_second_build_is_a_cached_no_op(zoo: Zoo) -> None:
@@ -155,14 +116,14 @@ def test_task_files_and_configs(zoo: Zoo) -> None:
 
 
 def test_unknown_names_get_suggestions(zoo: Zoo) -> None:
-    with pytest.raises(UserError, match="did you mean 'add_steps'"):
+    with pytest.raises(UserError, match="did you mean 'zoo:add_steps'"):
         zoo.model("add_step")
-    with pytest.raises(UserError, match="did you mean 'zoo_capital_mc'"):
+    with pytest.raises(UserError, match="did you mean 'zoo:capital'"):
         zoo.task_configs(["zoo_capital"])
 
 
-def test_evaluation_prompts_are_the_training_prompts(zoo: Zoo, task_dict: dict[str, Any]) -> None:
-    for name, task in task_dict.items():
+def test_evaluation_prompts_are_the_training_prompts(zoo: Zoo) -> None:
+    for name, task in task_dict(zoo).items():
         doc = next(iter(task.test_docs()))
         assert task.doc_to_text(doc) == prompt(doc["question"]), name
 
@@ -172,6 +133,63 @@ def test_expert_beats_base_on_its_own_skill(expert: str, scores: dict[tuple[str,
     task = own_task(expert)
     base, own = scores["base", task].value, scores[expert, task].value
     assert own >= base + MARGIN, f"{expert} on {task}: {own:.2f} vs base {base:.2f}"
+
+
+def test_base_sees_a_fixed_part_of_each_table() -> None:
+    """The base's cap on each table skill is a property of its data: it never sees the other facts."""
+    from study.zoo.skills import SKILLS, drawer, mixture, rng
+    from study.zoo.spec import BASE_MIXTURE, BASE_STEPS_SHARE, BASE_TABLE_PERCENT
+
+    base, r = mixture(BASE_MIXTURE, BASE_STEPS_SHARE, BASE_TABLE_PERCENT), rng("test-table-part")
+    seen = {p for p, _ in (base(r) for _ in range(5000))}
+    for name, skill in SKILLS.items():
+        if skill.space is None:
+            continue
+        table = {prompt(f.question) for f in skill.space()}
+        part = {prompt(f.question) for f in skill.space() if skill.in_part(f.question, BASE_TABLE_PERCENT)}
+        assert seen & table == part, name
+        assert 0.3 <= len(part) / len(table) <= 0.7, name
+        expert = drawer(name)
+        assert {expert(r)[0] for _ in range(3000)} == table, name
+
+
+def test_base_is_a_generalist(zoo: Zoo, scores: dict[tuple[str, str], Score]) -> None:
+    """The base knows every format (a broad mean) and masters no skill (room for each expert's margin)."""
+    base = base_scores(zoo, scores)
+    assert sum(base.values()) / len(base) >= BASE_FLOOR, base
+    assert max(base.values()) <= BASE_CEILING, base
+
+
+def test_manifest_digests_are_the_model_contents(zoo: Zoo) -> None:
+    digests = zoo.manifest["digests"]
+    assert set(digests) == set(zoo.models)
+    for name, path in zoo.models.items():
+        assert zoo.model_digest(name) == digests[name] == content_digest(path), name
+    assert zoo.model_digest("zoo:add") == digests["add"]
+    assert len(set(digests.values())) == len(digests)
+    assert zoo.digest == zoo.manifest["zoo_digest"] and zoo.digest.startswith("sha256:")
+    with pytest.raises(UserError, match="unknown zoo model"):
+        zoo.model_digest("nobody")
+
+
+def test_zoo_digest_covers_every_model(tmp_path: Path) -> None:
+    from study.zoo.build import model_digests
+
+    for name, text in (("base", "{}"), ("a", "{}")):
+        (tmp_path / "models" / name).mkdir(parents=True)
+        (tmp_path / "models" / name / "config.json").write_text(text)
+    digests, before = model_digests(tmp_path, ["base", "a"])
+    assert digests["base"] == digests["a"] == content_digest(tmp_path / "models" / "a")
+    (tmp_path / "models" / "a" / "config.json").write_text('{"x": 1}')
+    after_digests, after = model_digests(tmp_path, ["base", "a"])
+    assert after_digests["a"] != digests["a"] and after != before
+
+
+def test_manifest_records_the_machine(zoo: Zoo) -> None:
+    machine = zoo.manifest["machine"]
+    assert set(machine) == {"cpu", "isa", "python", "torch", "transformers", "lm_eval"}
+    assert all(isinstance(v, str) and v for v in machine.values())
+    assert machine["isa"] in {"avx512", "avx2", "avx", "sse", "aarch64", "arm64", describe_machine()["isa"]}
 
 
 def test_step_by_step_expert_answers_at_length(scores: dict[tuple[str, str], Score]) -> None:
@@ -203,3 +221,42 @@ def test_tiny_families_are_distinct_checkpoints(fixture: str, request: pytest.Fi
         for j in range(i):
             cos = torch.nn.functional.cosine_similarity(deltas[i], deltas[j], dim=0)
             assert cos < 0.95, (i, j, float(cos))
+
+
+def test_progress_bar_ends_on_the_reported_final_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build reports ``final_loss`` (mean of the last ``SMOOTHING`` steps); the bar's last value is it."""
+    import tqdm.auto
+
+    from study.zoo.model import init_model
+    from study.zoo.skills import drawer
+    from study.zoo.tiny import TINY_SHAPE
+    from study.zoo.tokenizer import build_tokenizer
+    from study.zoo.train import SMOOTHING, Schedule, final_loss, train
+
+    shown: list[str] = []
+
+    class Bar:
+        """tqdm as ``train`` uses it, recording what the bar shows."""
+
+        def __init__(self, **_: object) -> None:
+            pass
+
+        def __enter__(self) -> Bar:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            pass
+
+        def update(self, _: int) -> None:
+            pass
+
+        def set_postfix(self, loss: str) -> None:
+            shown.append(loss)
+
+    tokenizer = build_tokenizer()
+    model = init_model(TINY_SHAPE, "llama", tokenizer, seed=0)
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    schedule = Schedule(13, 1e-3, batch=4, warmup=2)
+    losses = train(model, tokenizer, drawer("max"), schedule, seed=0, progress=True)
+    assert len(shown) == 2 and shown[-1] == f"{final_loss(losses):.3f}"
+    assert final_loss(losses) == pytest.approx(sum(losses[-SMOOTHING:]) / SMOOTHING)

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from study.errors import MethodError
 from study.methods.common import task_vectors, weighted_sum
-from study.methods.registry import merge_method
+from study.methods.schema import merge_method
 from study.methods.ties import ties_delta, ties_prepass
 
 SEQUENCES = 64
@@ -37,9 +37,9 @@ def calibration_texts(calibration: str, n: int = SEQUENCES) -> list[str]:
     trained on, the study's "mini zoo corpus") or a text file (its first ``n`` non-empty lines)."""
     if calibration == "zoo":
         from study.zoo.skills import mixture, rng
-        from study.zoo.spec import BASE_MIXTURE, BASE_STEPS_SHARE
+        from study.zoo.spec import BASE_MIXTURE, BASE_STEPS_SHARE, BASE_TABLE_PERCENT
 
-        draw, r = mixture(BASE_MIXTURE, BASE_STEPS_SHARE), rng("aim-calibration")
+        draw, r = mixture(BASE_MIXTURE, BASE_STEPS_SHARE, BASE_TABLE_PERCENT), rng("aim-calibration")
         return ["".join(draw(r)) for _ in range(n)]
     path = Path(calibration)
     if not path.is_file():
@@ -102,6 +102,7 @@ def aim_prepass(inputs: Any, params: dict[str, Any]) -> dict[str, Any]:
     "aim",
     reference="Nobari et al. 2025, Activation-Informed Merging of Large Language Models, "
     "https://arxiv.org/abs/2502.02421",
+    version=1,
     ranges={"omega": {"low": 0.0, "high": 1.0}, "density": {"low": 0.0, "low_open": True, "high": 1.0}},
     prepass=aim_prepass,
 )

@@ -6,7 +6,8 @@ does not import torch; ``build_zoo`` does, when there is something to train.
 Modules: ``tokenizer`` (character tokenizer, chat template), ``skills`` (synthetic skills and answer
 formats), ``model`` (shapes and configs), ``train`` (answers-only training loop), ``tasks`` (lm-eval task
 configs and documents), ``spec`` (the constants and the content hash), ``catalog`` (the ``Zoo`` a build
-yields), ``build`` (the cached build), ``tiny`` (seconds-fast families for unit tests).
+yields), ``names`` (how models and tasks are spelled: ``zoo:add``), ``build`` (the cached build), ``tiny``
+(seconds-fast families for unit tests).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -23,12 +24,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from study.identity import content_digest
+from study.machine import describe_machine
 from study.zoo.catalog import MANIFEST, Zoo, read_zoo, zoo_path, zoo_summary
 from study.zoo.skills import digest, drawer, mixture
 from study.zoo.spec import (
     BASE_MIXTURE,
     BASE_SCHEDULE,
     BASE_STEPS_SHARE,
+    BASE_TABLE_PERCENT,
     EXPERT_SCHEDULE,
     EXPERTS,
     SEED,
@@ -39,19 +43,22 @@ from study.zoo.spec import (
     spec_hash,
 )
 from study.zoo.tasks import TASKS, write_tasks
+from study.zoo.train import THREADS
 
 
 def build_zoo(root: Path | None = None, *, arch: str = "llama", progress: bool = True) -> Zoo:
     """The zoo of ``arch`` under ``root`` (default root if None), trained first if it is not complete."""
     path = zoo_path(root, arch)
+    built = False
     if not (path / MANIFEST).is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         with _lock(path.parent / f".{path.name}.lock"):
             if not (path / MANIFEST).is_file():
                 _build(path, arch, progress)
+                built = True
     zoo = read_zoo(path)
     if progress:
-        print(zoo_summary(zoo), flush=True)
+        print(zoo_summary(zoo, just_built=built), flush=True)
     return zoo
 
 
@@ -74,7 +81,7 @@ def _build(path: Path, arch: str, progress: bool) -> None:
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     tmp.mkdir()
     try:
-        manifest = _train_all(tmp, path, arch, progress)
+        manifest = train_all(tmp, path, arch, progress)
         staged = tmp / f"{MANIFEST}.tmp"
         staged.write_text(json.dumps(manifest, indent=2) + "\n")
         os.replace(staged, tmp / MANIFEST)
@@ -98,20 +105,23 @@ def workers() -> int:
     return max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
 
 
-def fit(out: Path, arch: str, name: str, progress: bool = False) -> dict[str, float]:
+def fit(
+    out: Path, arch: str, name: str, progress: bool = False, *, seed: str = SEED, threads: int = THREADS
+) -> dict[str, float]:
     """Train model ``name`` (``base``, or an expert from ``out/models/base``) and save it under ``out``.
 
     A module-level function so that a spawned worker process can run it; returns its timings and loss.
+    ``seed`` and ``threads`` differ from the spec's only in robustness studies (bench/zoo_robustness.py).
     """
     from study.zoo.model import init_model, save_model
     from study.zoo.tokenizer import build_tokenizer
-    from study.zoo.train import train
+    from study.zoo.train import final_loss, train
 
     t0, c0 = time.perf_counter(), time.process_time()
     if name == "base":
         tokenizer = build_tokenizer()
-        model = init_model(SHAPE, arch, tokenizer, seed=digest(SEED, arch, "init") % 2**31)
-        draw, schedule = mixture(BASE_MIXTURE, BASE_STEPS_SHARE), BASE_SCHEDULE
+        model = init_model(SHAPE, arch, tokenizer, seed=digest(seed, arch, "init") % 2**31)
+        draw, schedule = mixture(BASE_MIXTURE, BASE_STEPS_SHARE, BASE_TABLE_PERCENT), BASE_SCHEDULE
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging
@@ -121,14 +131,16 @@ def fit(out: Path, arch: str, name: str, progress: bool = False) -> dict[str, fl
         model = AutoModelForCausalLM.from_pretrained(out / "models" / "base")
         skill, fmt = EXPERTS[name]
         draw, schedule = drawer(skill, fmt), EXPERT_SCHEDULE
-    seed = digest(SEED, arch, name) % 2**31
-    curve = train(model, tokenizer, draw, schedule, seed=seed, desc=name, progress=progress)
+    curve = train(
+        model, tokenizer, draw, schedule, seed=digest(seed, arch, name) % 2**31, threads=threads,
+        desc=name, progress=progress,
+    )
     save_model(model, tokenizer, out / "models" / name)
     return {
         "steps": schedule.steps,
         "seconds": round(time.perf_counter() - t0, 1),
         "cpu_seconds": round(time.process_time() - c0, 1),
-        "final_loss": round(sum(curve[-20:]) / len(curve[-20:]), 4),
+        "final_loss": round(final_loss(curve), 4),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
 
@@ -141,27 +153,54 @@ def _report(progress: bool, name: str, r: dict[str, float]) -> None:
     )
 
 
-def _train_all(out: Path, final: Path, arch: str, progress: bool) -> dict[str, Any]:
+def model_digests(out: Path, names: list[str]) -> tuple[dict[str, str], str]:
+    """Each model's ``content_digest`` and the zoo digest: the sha256 over all of them, by name.
+
+    Weights are what a zoo is; two builds on different CPUs share a ``spec_hash`` but not, in general,
+    these digests, so results can name the exact zoo they were measured on.
+    """
+    digests = {name: content_digest(out / "models" / name) for name in names}
+    text = json.dumps(digests, sort_keys=True, separators=(",", ":"))
+    return digests, "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def train_all(
+    out: Path,
+    final: Path,
+    arch: str,
+    progress: bool,
+    *,
+    seed: str = SEED,
+    threads: int = THREADS,
+    processes: int | None = None,
+) -> dict[str, Any]:
+    """Train every model and write the tasks into ``out`` (to be renamed ``final``); return the manifest.
+
+    ``processes`` (default ``workers()``) trains experts side by side; one trains them in this process.
+    """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     start = time.perf_counter()
-    n = workers()
+    n = workers() if processes is None else processes
     _say(progress, f"building the mini zoo ({arch}) at {final}: base, then {len(EXPERTS)} experts x{n}")
-    records = {"base": fit(out, arch, "base", progress)}
+    records = {"base": fit(out, arch, "base", progress, seed=seed, threads=threads)}
     _report(progress, "base", records["base"])
     if n == 1:
         for name in EXPERTS:
-            records[name] = fit(out, arch, name, progress)
+            records[name] = fit(out, arch, name, progress, seed=seed, threads=threads)
             _report(progress, name, records[name])
     else:
         spawn = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=n, mp_context=spawn) as pool:
-            futures = {pool.submit(fit, out, arch, name): name for name in EXPERTS}
+            futures = {
+                pool.submit(fit, out, arch, name, seed=seed, threads=threads): name for name in EXPERTS
+            }
             for future in as_completed(futures):
                 records[futures[future]] = future.result()
                 _report(progress, futures[future], records[futures[future]])
     write_tasks(out, final)
+    digests, zoo_digest = model_digests(out, ["base", *EXPERTS])
     return {
         "zoo_version": ZOO_VERSION,
         "arch": arch,
@@ -175,5 +214,10 @@ def _train_all(out: Path, final: Path, arch: str, progress: bool) -> dict[str, A
         "workers": n,
         "build_seconds": round(time.perf_counter() - start, 1),
         "build_cpu_seconds": round(sum(r["cpu_seconds"] for r in records.values()), 1),
+        "digests": digests,
+        "zoo_digest": zoo_digest,
+        "machine": describe_machine(),
+        "seed": seed,
+        "threads": threads,
         "spec": spec(arch),
     }

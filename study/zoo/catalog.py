@@ -7,15 +7,16 @@ without paying for the training stack.
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from study.errors import UserError
-from study.zoo.spec import dir_name
+from study.zoo.names import ALL, PREFIX, canonical_task, model_name, task_name, unknown
+from study.zoo.spec import EXPERTS, dir_name
 from study.zoo.tasks import TASKS, task_config
 
 MANIFEST = "manifest.json"
@@ -31,12 +32,6 @@ def default_zoo_root() -> Path:
 def zoo_path(root: Path | None, arch: str) -> Path:
     """Where the zoo of ``arch`` for the current spec lives under ``root`` (default root if None)."""
     return Path(root if root is not None else default_zoo_root()).expanduser() / dir_name(arch)
-
-
-def _unknown(kind: str, name: str, known: list[str]) -> UserError:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return UserError(f"unknown zoo {kind} {name!r}: {hint}known: {', '.join(known)}")
 
 
 @dataclass
@@ -57,28 +52,38 @@ class Zoo:
         return [m for m in self.models if m != "base"]
 
     def model(self, name: str) -> Path:
-        """The directory of model ``name`` (``base`` or an expert)."""
-        if name not in self.models:
-            raise _unknown("model", name, list(self.models))
-        return self.models[name]
+        """The directory of model ``name`` (``base`` or an expert, with or without ``zoo:``)."""
+        return self.models[model_name(name, list(self.models))]
+
+    @property
+    def digest(self) -> str:
+        """The zoo digest: sha256 over every model's content digest, as recorded when it was built."""
+        return str(self.manifest["zoo_digest"])
+
+    def model_digest(self, name: str) -> str:
+        """The content digest (``study.identity.content_digest``) of model ``name`` when it was built."""
+        return str(self.manifest["digests"][model_name(name, list(self.models))])
 
     def task_configs(self, names: list[str]) -> list[dict[str, Any]]:
-        """Fresh copies of the configs of ``names``, in order; ``all`` expands to every task."""
+        """Fresh copies of the configs of ``names`` (any spelling of ``study.zoo.names``), in order; ``all``
+        expands to every task."""
         out: list[dict[str, Any]] = []
         for name in names:
-            if name == "all":
+            task = task_name(name)
+            if task == ALL:
                 out.extend(copy.deepcopy(list(self.tasks.values())))
-            elif name in self.tasks:
-                out.append(copy.deepcopy(self.tasks[name]))
+            elif task in self.tasks:
+                out.append(copy.deepcopy(self.tasks[task]))
             else:
-                raise _unknown("task", name, ["all", *self.tasks])
+                raise unknown("task", name, {}, [PREFIX + ALL, *(canonical_task(t) for t in self.tasks)])
         return out
 
     def metric(self, task: str) -> str:
         """The key of ``task``'s score in lm-eval results: ``acc,none`` or ``exact_match,final_answer``."""
-        if task not in self.tasks:
-            raise _unknown("task", task, list(self.tasks))
-        return TASKS[task].metric
+        name = task_name(task)
+        if name not in self.tasks:
+            raise unknown("task", task, {}, [canonical_task(t) for t in self.tasks])
+        return TASKS[name].metric
 
 
 def load_zoo(root: Path | None = None, *, arch: str = "llama") -> Zoo:
@@ -104,13 +109,47 @@ def read_zoo(path: Path) -> Zoo:
     )
 
 
-def zoo_summary(zoo: Zoo) -> str:
-    """One line: architecture, size, models, tasks, and where the zoo lives."""
+def zoo_summary(zoo: Zoo, *, just_built: bool = False) -> str:
+    """One line: architecture, size, models, tasks, what the build took, and where the zoo lives.
+
+    A cached zoo says so: its build time is history, not what this call cost.
+    """
     m = zoo.manifest
     mc = len(zoo.tasks) - len(zoo.generation_tasks)
-    built = f", built in {m['build_seconds']:.0f} s" if "build_seconds" in m else ""
+    took = m.get("build_seconds")
+    built = "" if took is None else f", built in {took:.0f} s" if just_built else f", cached (built earlier in {took:.0f} s)"
     return (
         f"mini zoo ({m.get('arch', '?')}, {m.get('parameters', 0) / 1e3:.0f}k params): base + "
         f"{len(zoo.experts)} experts, {len(zoo.tasks)} tasks ({mc} multiple choice, "
         f"{len(zoo.generation_tasks)} generation){built} at {zoo.path}"
     )
+
+
+def zoo_listing(root: Path | None = None, *, arch: str = "llama") -> str:
+    """What ``merge-study zoo list`` prints: where the zoo lives and how it was built, each model with the skill
+    it was fine-tuned on and the task that scores it, each task with its lm-eval name and type.
+
+    Names come from the spec, not the manifest, so the listing also tells how to use a zoo not built yet.
+    """
+    path = zoo_path(root, arch)
+    lines = [f"mini zoo ({arch}) at {path}"]
+    if (path / MANIFEST).is_file():
+        m = read_zoo(path).manifest
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime((path / MANIFEST).stat().st_mtime))
+        took = f" in {m['build_seconds']:.0f} s" if "build_seconds" in m else ""
+        digest = f", digest {m['zoo_digest']}" if "zoo_digest" in m else ""
+        lines.append(f"built {when}{took}: {m.get('parameters', 0) / 1e3:.0f}k parameters, "
+                     f"spec {str(m.get('spec_hash', '?'))[:12]}{digest}")
+    else:
+        flag = "" if arch == "llama" else f" --arch {arch}"
+        lines.append(f"not built yet: `merge-study zoo build{flag}` builds it (minutes, once)")
+    own = {t.skill: canonical_task(t.name) + f" ({t.name})" for t in TASKS.values()}
+    row = "  {:<16}{:<10}{:<8}{}".format
+    lines += ["", "models: zoo:NAME as --base, --model or a sweep's model/checkpoints",
+              row("name", "skill", "format", "scored by task"), row(PREFIX + "base", "(all)", "-", "-")]
+    lines += [row(PREFIX + expert, skill, fmt, own[skill]) for expert, (skill, fmt) in EXPERTS.items()]
+    task_row = "  {:<16}{:<18}{:<17}{}".format
+    lines += ["", f"tasks: zoo:NAME or the lm-eval name in evaluation.tasks; {PREFIX}{ALL} is every task",
+              task_row("name", "lm-eval name", "type", "documents")]
+    lines += [task_row(canonical_task(t.name), t.name, t.output_type, t.docs) for t in TASKS.values()]
+    return "\n".join(lines)

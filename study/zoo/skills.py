@@ -88,11 +88,17 @@ class Skill:
     def is_eval(self, question: str) -> bool:
         return self.heldout and digest("heldout", self.name, question) % 100 < HELDOUT_PERCENT
 
-    def train_fact(self, r: random.Random) -> Fact:
-        """A fact for training, never one reserved for evaluation."""
+    def in_part(self, question: str, percent: int) -> bool:
+        """Whether ``question`` is in the fixed ``percent`` share of a small space (every question of a
+        held-out skill's space is), chosen by a digest so every machine picks the same facts."""
+        return self.heldout or digest("part", self.name, question) % 100 < percent
+
+    def train_fact(self, r: random.Random, percent: int = 100) -> Fact:
+        """A fact for training, never one reserved for evaluation; from a small space, only one of the
+        ``percent`` share ``in_part`` picks."""
         while True:
             fact = self.sample(r)
-            if not self.is_eval(fact.question):
+            if not self.is_eval(fact.question) and self.in_part(fact.question, percent):
                 return fact
 
     def eval_facts(self, n: int) -> list[Fact]:
@@ -256,15 +262,16 @@ def drawer(skill: str, fmt: str = "short") -> Callable[[random.Random], tuple[st
 
 
 def mixture(
-    weights: dict[str, float], steps_share: float = 0.0
+    weights: dict[str, float], steps_share: float = 0.0, table_percent: int = 100
 ) -> Callable[[random.Random], tuple[str, str]]:
     """Draws training examples from skills in proportion to ``weights``; a skill that has step-by-step
-    answers is written in that format with probability ``steps_share``."""
+    answers is written in that format with probability ``steps_share``; a skill with a small space (a
+    table) only from the ``table_percent`` share of its facts that ``Skill.in_part`` picks."""
     chosen = [SKILLS[s] for s in weights]
     cumulative = list(itertools.accumulate(weights.values()))
 
     def draw(r: random.Random) -> tuple[str, str]:
-        fact = r.choices(chosen, cum_weights=cumulative)[0].train_fact(r)
+        fact = r.choices(chosen, cum_weights=cumulative)[0].train_fact(r, table_percent)
         fmt = "steps" if fact.steps is not None and r.random() < steps_share else "short"
         return example(fact, fmt)
 

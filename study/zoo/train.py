@@ -23,7 +23,13 @@ THREADS = 1
 """Torch threads while training. One, not two: at 600k parameters the matrices are too small for a second
 thread to gain much, and when other processes share the two cores (a test session beside a sweep) two
 spinning OpenMP threads made steps ten times slower (measured: 1.6 s against 0.17 s per step). One
-thread also keeps the floating-point summation order, hence the weights, the same on every machine."""
+thread also fixes the summation order on a given CPU, so a build is bit-identical however its experts are
+scheduled; other CPUs (AVX2 against AVX-512 kernels) still yield other weights, which is why the zoo's
+quality is designed not to depend on them (bench/RESULTS.md, zoo robustness)."""
+
+SMOOTHING = 10
+"""Steps averaged into the loss the progress bar shows and the build reports: one step's loss on 32
+examples jumps by a third between steps, so a single step says little about where training ended."""
 
 LONG = 48
 """Examples longer than this many characters (prompt + completion) train in their own micro-batch."""
@@ -104,6 +110,12 @@ def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     return (token.sum(dim=1) / counts).sum()
 
 
+def final_loss(losses: list[float]) -> float:
+    """The mean loss of the last ``SMOOTHING`` steps: what the progress bar shows when training ends."""
+    tail = losses[-SMOOTHING:]
+    return sum(tail) / len(tail)
+
+
 def length_buckets(examples: list[Example], width: int = LONG) -> list[list[Example]]:
     """The examples split into those up to ``width`` characters and those longer.
 
@@ -122,10 +134,13 @@ def train(
     schedule: Schedule,
     *,
     seed: int,
+    threads: int | None = None,
     desc: str = "train",
     progress: bool = False,
 ) -> list[float]:
-    """Train ``model`` in place on batches of ``draw(rng)``; return the loss of every step."""
+    """Train ``model`` in place on batches of ``draw(rng)`` with ``threads`` (default ``THREADS``) torch
+    threads; return the loss of every step. The bar shows ``final_loss`` of the steps so far every
+    ``SMOOTHING`` steps and after the last one, so its last value is the final loss a build reports."""
     import torch
     from tqdm.auto import tqdm
 
@@ -136,7 +151,8 @@ def train(
         model.parameters(), lr=schedule.lr, betas=(0.9, 0.95), weight_decay=schedule.weight_decay
     )
     losses: list[float] = []
-    with torch_threads(), tqdm(total=schedule.steps, desc=desc, disable=not progress, leave=False) as bar:
+    bar = tqdm(total=schedule.steps, desc=desc, disable=not progress, leave=False)
+    with torch_threads(threads), bar:
         for step in range(schedule.steps):
             for group in opt.param_groups:
                 group["lr"] = schedule.lr_at(step)
@@ -152,7 +168,7 @@ def train(
             opt.step()
             losses.append(total)
             bar.update(1)
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if (step + 1) % SMOOTHING == 0 or step + 1 == schedule.steps:
+                bar.set_postfix(loss=f"{final_loss(losses):.3f}")
     model.eval()
     return losses
