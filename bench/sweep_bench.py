@@ -111,7 +111,7 @@ def main() -> None:
         t0 = time.perf_counter()
         for cid, cell in cells.items():
             theirs = naive_cell(cell, zoo, zoo.path / "tasks", spec, work)
-            ours = {t: v["score"] for t, v in st.get(cid)["scores"].items()}
+            ours = {t: v["score"] for t, v in st.get(cid).scores.items()}
             diff = {t: (ours.get(t), theirs.get(t)) for t in set(ours) | set(theirs) if ours.get(t) != theirs.get(t)}
             if diff:
                 mismatches += 1

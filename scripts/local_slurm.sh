@@ -6,7 +6,7 @@
 #   bash scripts/local_slurm.sh stop     # cancel jobs, stop every daemon this script started
 #   source "$SLURM_BASE/env.sh"          # then sbatch/squeue/sacct and submitit talk to this cluster
 #
-# Why this shape (measured in shared/design/cluster.md): no systemd here, so every daemon is started by hand
+# Why this shape (measured; docs/architecture.md, "Slurm facts"): no systemd here, so every daemon is started by hand
 # and tracked by its pid file; all state lives under $SLURM_BASE and nothing is written to /etc/slurm or
 # /run/munge, so several clusters (ports apart) can coexist and `rm -rf $SLURM_BASE` resets everything.
 # Accounting (slurmdbd + MariaDB) is on by default because without it sacct cannot tell a cancelled or

@@ -1,9 +1,9 @@
 """Resolving a model reference (``zoo:NAME``, a local directory, a hub id) to a directory and an identity.
 
-The identity goes into every cell key, so a changed checkpoint can never be mistaken for a done cell: a hub
-model is identified by its resolved commit, a zoo model by the zoo's spec hash (the zoo is deterministic), a
-local directory by the names, sizes and modification times of its files. Nothing is downloaded: a hub id must
-already be in the local Hugging Face cache.
+The identity goes into every cell key, so a changed checkpoint can never be mistaken for a done cell, while a
+touched, copied or moved one keeps its cells: a hub model is identified by its resolved commit, a zoo model by
+the content digest its zoo's manifest records, a local directory by the content digest of its weights and
+configs (``study.identity``). Nothing is downloaded: a hub id must already be in the local Hugging Face cache.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 
 from study.config import ModelRef
 from study.errors import CheckpointError
+from study.identity import content_digest
+from study.lora import is_lora_dir
 
 ZOO_PREFIX = "zoo:"
 
@@ -33,7 +35,7 @@ class ResolvedModel:
 
     @property
     def is_lora(self) -> bool:
-        return (self.path / "adapter_config.json").is_file()
+        return is_lora_dir(self.path)
 
 
 def digest(*parts: object) -> str:
@@ -41,22 +43,12 @@ def digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def directory_identity(path: Path) -> str:
-    """Names, sizes and mtimes of a model directory's files: cheap, and changes whenever a file does."""
-    entries = sorted(
-        (str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns)
-        for f in path.rglob("*")
-        if f.is_file() and not f.name.startswith(".")
-    )
-    return "dir:" + digest(entries)[:32]
-
-
 def _resolve_zoo(ref: ModelRef, zoo_root: Path | None) -> ResolvedModel:
     from study.zoo import load_zoo
 
     zoo = load_zoo(zoo_root)
     name = ref.model[len(ZOO_PREFIX):]
-    return ResolvedModel(ref, zoo.model(name), f"zoo:{zoo.path.name}:{name}")
+    return ResolvedModel(ref, zoo.model(name), zoo.model_digest(name))
 
 
 def _resolve_hub(ref: ModelRef) -> ResolvedModel:
@@ -76,12 +68,32 @@ def resolve_model(ref: ModelRef, zoo_root: Path | None = None) -> ResolvedModel:
     """Find a model's directory without loading it; raises ``CheckpointError`` naming the reference."""
     if ref.model.startswith(ZOO_PREFIX):
         return _resolve_zoo(ref, zoo_root)
+    path = _local_dir(ref)
+    if path is None:
+        return _resolve_hub(ref)
+    return ResolvedModel(ref, path, content_digest(path))
+
+
+def _local_dir(ref: ModelRef) -> Path | None:
+    """The checked local directory a reference names, or None when it names a hub model."""
     path = Path(ref.model).expanduser()
     looks_local = ref.model.startswith((".", "/", "~")) or path.exists() or ref.model.count("/") != 1
-    if looks_local:
-        if not path.is_dir():
-            raise CheckpointError(f"{ref.model}: checkpoint directory not found")
-        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
-            raise CheckpointError(f"{ref.model}: no config.json or adapter_config.json: not a Hugging Face model directory")
-        return ResolvedModel(ref, path.resolve(), directory_identity(path))
-    return _resolve_hub(ref)
+    if not looks_local:
+        return None
+    if not path.is_dir():
+        raise CheckpointError(f"{ref.model}: checkpoint directory not found")
+    if not (path / "config.json").is_file() and not is_lora_dir(path):
+        raise CheckpointError(f"{ref.model}: no config.json or adapter_config.json: not a Hugging Face model directory")
+    return path.resolve()
+
+
+def model_dir(reference: str, zoo_root: Path | None = None) -> Path:
+    """The directory of a model named on the command line (``merge --base zoo:base``), found as
+    ``resolve_model`` finds it but without an identity: a one-off merge needs none, and a local directory's
+    would read every weight file once more."""
+    ref = ModelRef(model=reference)
+    if reference.startswith(ZOO_PREFIX):
+        from study.zoo import load_zoo
+
+        return load_zoo(zoo_root).model(reference[len(ZOO_PREFIX):])
+    return _local_dir(ref) or _resolve_hub(ref).path

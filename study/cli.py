@@ -1,4 +1,4 @@
-"""The ``merge-study`` command line (architecture.md §CLI contract; scripts and tests rely on it).
+"""The ``merge-study`` command line (docs/architecture.md §CLI contract; scripts and tests rely on it).
 
 Imports are lazy so that ``--help``, ``methods`` and ``validate`` start fast. A ``UserError`` is printed as
 one line and exits with status 2 (the traceback only with ``--verbose``).
@@ -17,16 +17,22 @@ import typer
 
 from study.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# Plain help (rich_markup_mode=None): typer's rich panels print a type tag on every option (`<bool>` on
+# flags, `<list[str]>`) and read `[default: ...]` in help text as markup, dropping it.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings={"max_content_width": 120},
                   help="Reproducible model-merging studies: plan a sweep, merge, evaluate with lm-eval, report.")
-zoo_app = typer.Typer(no_args_is_help=True, help="The mini zoo: a tiny base model and task experts built locally.")
+zoo_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                      help="The mini zoo: a tiny base model and task experts built locally (`zoo list` shows them).")
 app.add_typer(zoo_app, name="zoo")
 
 _VERBOSE = {"on": False}
 
-SweepArg = typer.Argument(..., help="sweep YAML file (see sweeps/ and README 'What a sweep file looks like')")
-StoreOpt = typer.Option(None, "--store", help="result store directory [default: results/<sweep name>]")
-ZooOpt = typer.Option(None, "--zoo", help="mini zoo root [default: $MERGE_STUDY_ZOO or ~/.cache/merge-study/zoo]")
+SweepArg = typer.Argument(..., metavar="SWEEP", help="sweep YAML file (see sweeps/ and README 'What a sweep file looks like')")
+StoreOpt = typer.Option(None, "--store", metavar="DIR", help="result store directory [default: results/<sweep name>]")
+ZooOpt = typer.Option(None, "--zoo", metavar="DIR",
+                      help="mini zoo root [default: $MERGE_STUDY_ZOO or ~/.cache/merge-study/zoo]")
+ArchOpt = typer.Option("llama", "--arch", metavar="ARCH", help="zoo architecture: llama | qwen3")
 
 
 def _err(msg: str) -> None:
@@ -50,8 +56,10 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @app.callback()
+@friendly
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="full tracebacks for errors"),
-          plugin: Optional[List[str]] = typer.Option(None, "--plugin", help="import merge methods from this module")) -> None:
+          plugin: Optional[List[str]] = typer.Option(None, "--plugin", metavar="MODULE",
+                                                     help="import merge methods from this module (repeatable)")) -> None:
     _VERBOSE["on"] = verbose
     if plugin:
         from study.methods.registry import register_module
@@ -64,12 +72,26 @@ def _store_dir(store: Optional[Path], name: str) -> Path:
     return store if store is not None else Path("results") / name
 
 
-def _open(sweep: Path, store: Optional[Path], zoo: Optional[Path], **kw: Any):
-    from study.runner import prepare
+OptSweepArg = typer.Argument(None, help="sweep YAML file [default with --store: the plan stored by the last run]")
+
+
+def _open_existing(sweep: Optional[Path], store: Optional[Path], zoo: Optional[Path]):
+    """An existing store (nothing is created) and the plan to read it with: the sweep file's when it can be
+    planned here, else the one the store keeps; notes on what changed go to stderr."""
+    from study.prepare import context_for
     from study.store import Store
 
-    ctx = prepare(sweep, zoo_root=zoo, **kw)
-    return ctx, Store(_store_dir(store, ctx.sweep.name))
+    if store is None:
+        if sweep is None:
+            raise UserError("give a SWEEP file or --store DIR")
+        from study.config import load_sweep
+
+        store = _store_dir(None, load_sweep(sweep).name)
+    st = Store(store, create=False)
+    ctx, notes = context_for(sweep, st, zoo)
+    for line in notes:
+        typer.echo(line, err=True)
+    return ctx, st
 
 
 @app.command()
@@ -86,9 +108,7 @@ def run(
 ) -> None:
     """Run every cell of SWEEP that the store does not hold yet (resumable; a re-run redoes nothing)."""
     from study.executors import get_executor
-    from study.runner import save_plan
-
-    from study.runner import prepare
+    from study.prepare import prepare, replaced_plan_changes, save_plan
     from study.store import Store
 
     t0 = time.perf_counter()
@@ -99,13 +119,16 @@ def run(
         _check_backend(ctx.sweep.evaluation.backend, kind)
     except UserError as exc:
         raise UserError(f"{sweep}: {exc}") from None
-    st = Store(_store_dir(store, ctx.sweep.name))  # only once every check passed: a bad input writes nothing
+    root = _store_dir(store, ctx.sweep.name)
     cells = ctx.plan.unique_cells()
     if dry_run:
         for c in ctx.plan.cells:
             typer.echo(f"{c.cell_id}  {c.describe()}" + (f"  [not applicable: {c.not_applicable}]" if c.not_applicable else ""))
-        typer.echo(f"{len(cells)} cells ({len(ctx.plan.cells)} planned), store {st.root}")
+        typer.echo(f"{len(cells)} cells ({len(ctx.plan.cells)} planned), store {root}")
         return
+    st = Store(root)  # only once every check passed: a bad input writes nothing
+    for line in replaced_plan_changes(ctx, st):
+        typer.echo(line, err=True)
     save_plan(ctx, st)
     summary = chosen.run(ctx, st, retry_failed=retry_failed, wait=wait)
     if summary.submitted:
@@ -125,23 +148,23 @@ def _check_backend(backend: str, executor: str) -> None:
 
 
 def store_counts(ctx: Any, st: Any) -> dict[str, int]:
-    from study.store import DONE, FAILED, NOT_APPLICABLE
+    """Unique planned cells per record status (``pending``: no record yet), and their total."""
+    from study.record import Outcome
 
-    counts = {"done": 0, "failed": 0, "pending": 0, "not_applicable": 0, "total": 0}
+    counts = {str(o): 0 for o in (Outcome.DONE, Outcome.FAILED, Outcome.PENDING, Outcome.NOT_APPLICABLE)}
     for cell in ctx.plan.unique_cells():
-        status = st.status(cell.cell_id)
-        key = {DONE: "done", FAILED: "failed", NOT_APPLICABLE: "not_applicable"}.get(status or "", "pending")
-        counts[key] += 1
-        counts["total"] += 1
-    return counts
+        counts[st.status(cell.cell_id)] += 1
+    return {**counts, "total": sum(counts.values())}
 
 
 @app.command()
 @friendly
-def status(sweep: Path = SweepArg, store: Optional[Path] = StoreOpt, as_json: bool = typer.Option(False, "--json"),
-           zoo: Optional[Path] = ZooOpt) -> None:
+def status(sweep: Optional[Path] = OptSweepArg, store: Optional[Path] = StoreOpt,
+           as_json: bool = typer.Option(False, "--json"), zoo: Optional[Path] = ZooOpt) -> None:
     """Counts of done / failed / pending / not-applicable cells; failed cells with their one-line reason."""
-    ctx, st = _open(sweep, store, zoo, check_compat=False)
+    from study.record import Outcome
+
+    ctx, st = _open_existing(sweep, store, zoo)
     counts = store_counts(ctx, st)
     slurm_states = _slurm_states(st)
     if as_json:
@@ -153,8 +176,8 @@ def status(sweep: Path = SweepArg, store: Optional[Path] = StoreOpt, as_json: bo
     typer.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
     for cell in ctx.plan.unique_cells():
         rec = st.get(cell.cell_id)
-        if rec and rec["status"] == "failed":
-            typer.echo(f"  failed {cell.describe()}: {rec.get('error')}")
+        if rec is not None and rec.status == Outcome.FAILED:
+            typer.echo(f"  failed {cell.describe()}: {rec.error}")
     if slurm_states:
         typer.echo("slurm: " + " ".join(f"{k}={v}" for k, v in sorted(slurm_states.items())))
 
@@ -173,12 +196,12 @@ def _slurm_states(st: Any) -> dict[str, int]:
 @app.command()
 @friendly
 def cancel(sweep: Path = SweepArg, store: Optional[Path] = StoreOpt, zoo: Optional[Path] = ZooOpt) -> None:
-    """Cancel the sweep's Slurm jobs; finished cells stay in the store and a later ``run`` completes the rest."""
+    """Cancel the sweep's Slurm jobs; finished cells stay in the store and a later `run` completes the rest."""
     from study.config import load_sweep
     from study.store import Store
 
     sw = load_sweep(sweep)
-    st = Store(_store_dir(store, sw.name))
+    st = Store(_store_dir(store, sw.name), create=False)
     try:
         from study.executors.slurm import cancel_jobs
     except ImportError as exc:
@@ -193,10 +216,9 @@ def verify_store(store: Path = typer.Option(..., "--store", help="result store d
     """Check every record's checksum; corrupt records are listed (exit 1) and recomputed by the next run."""
     from study.store import Store
 
-    if not store.is_dir():
-        raise UserError(f"{store}: no such store directory")
-    problems = Store(store).verify()
-    n = sum(1 for _ in (store / "records").glob("*/*.json"))
+    st = Store(store, create=False)
+    problems = st.verify()
+    n = len(st.record_paths())
     for path, what in problems:
         typer.echo(f"{path}: {what}")
     typer.echo(f"{n} records, {len(problems)} problem(s)")
@@ -206,13 +228,13 @@ def verify_store(store: Path = typer.Option(..., "--store", help="result store d
 
 @app.command()
 @friendly
-def report(sweep: Path = SweepArg, store: Optional[Path] = StoreOpt,
+def report(sweep: Optional[Path] = OptSweepArg, store: Optional[Path] = StoreOpt,
            out: Optional[Path] = typer.Option(None, "--out", help="output directory [default: paper/<sweep name>]"),
            zoo: Optional[Path] = ZooOpt) -> None:
     """Tables, figures and report.md regenerated entirely from the store."""
     from study.analysis.report import write_report
 
-    ctx, st = _open(sweep, store, zoo, check_compat=False)
+    ctx, st = _open_existing(sweep, store, zoo)
     out_dir = out if out is not None else Path("paper") / ctx.sweep.name
     written = write_report(ctx, st, out_dir)
     for path in written:
@@ -220,6 +242,7 @@ def report(sweep: Path = SweepArg, store: Optional[Path] = StoreOpt,
 
 
 def _parse_set(items: List[str], n_models: int) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as method parameters; a comma list is one value per model."""
     import yaml
 
     from study.config import resolve_value
@@ -227,43 +250,90 @@ def _parse_set(items: List[str], n_models: int) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise UserError(f"--set {item!r}: expected KEY=VALUE")
+        if key in params:
+            raise UserError(f"--set {key} is given twice: give each parameter once")
         parts = [p.strip() for p in raw.split(",")] if "," in raw else [raw]
-        values = [resolve_value(yaml.safe_load(p) if p else p, n_models) for p in parts]
-        params[key.strip()] = values if len(values) > 1 else values[0]
+        try:
+            values = [resolve_value(yaml.safe_load(p) if p else p, n_models) for p in parts]
+        except yaml.YAMLError:
+            raise UserError(f"--set {item!r}: {raw!r} is not a value (a number, true/false, a word, or "
+                            f"a comma list with one per --model)") from None
+        params[key] = values if len(values) > 1 else values[0]
     return params
+
+
+def _check_device(device: str) -> None:
+    """A merge device that exists here, before any tensor is read."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device!r}: expected cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise UserError(f"--device {device}: no such CUDA device on this machine; use --device cpu")
+
+
+ModelOpt = typer.Option(..., "--model", metavar="MODEL",
+                        help="a checkpoint to merge, named as --base is (repeat for each)")
 
 
 @app.command()
 @friendly
 def merge(
-    method: str = typer.Option(..., "--method", help="a name from `merge-study methods`, mergekit:<name> or peft:<type>"),
-    base: Optional[Path] = typer.Option(None, "--base", help="base model directory (required by methods that use task vectors)"),
-    model: List[Path] = typer.Option(..., "--model", help="a checkpoint directory (repeat for each)"),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="KEY=VALUE; a per-model value is a comma list in --model order"),
-    out: Path = typer.Option(..., "--out", help="output Hugging Face model directory"),
-    device: str = typer.Option("cpu", "--device"),
-    vocab_mismatch: str = typer.Option("refuse", "--vocab-mismatch", help="refuse | truncate extra embedding rows"),
+    method: str = typer.Option(..., "--method", metavar="NAME",
+                               help="a name from `merge-study methods`, mergekit:<name> or peft:<type>"),
+    base: Optional[str] = typer.Option(None, "--base", metavar="MODEL",
+                                       help="base model: a directory, zoo:NAME or a hub id already in the local "
+                                            "cache (required by methods that merge task vectors)"),
+    model: List[str] = ModelOpt,
+    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
+                                             help="a method parameter; a per-model value is a comma list in "
+                                                  "--model order (repeatable)"),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="output Hugging Face model directory (a new one)"),
+    force: bool = typer.Option(False, "--force", help="replace --out when it holds a previous merge (never any "
+                                                      "other directory)"),
+    device: str = typer.Option("cpu", "--device", metavar="DEVICE", help="cpu, cuda or cuda:N"),
+    vocab_mismatch: str = typer.Option("refuse", "--vocab-mismatch", metavar="MODE",
+                                       help="refuse | truncate extra embedding rows"),
+    zoo: Optional[Path] = ZooOpt,
 ) -> None:
-    """Merge checkpoints into a Hugging Face model directory that AutoModelForCausalLM loads."""
+    """Merge checkpoints into a Hugging Face model directory that AutoModelForCausalLM loads.
+
+    Example: merge-study merge --method task_arithmetic --base zoo:base --model zoo:add --model zoo:sub
+    --out merged/ta
+    """
+    from study.checkpoints import model_dir
+    from study.errors import NotApplicable
     from study.merge import open_inputs, write_merged
     from study.methods.registry import check_name, get_method
 
     check_name(method)
     info = get_method(method)
+    if vocab_mismatch not in ("refuse", "truncate"):
+        raise UserError(f"--vocab-mismatch {vocab_mismatch!r}: expected refuse or truncate")
     if info.needs_base and base is None:
         raise UserError(f"method {method!r} needs --base (it merges task vectors θᵢ − θ₀)")
-    info.check_k(len(model)) if len(model) else None
+    try:
+        info.check_k(len(model))
+    except NotApplicable as exc:
+        raise UserError(f"method {method!r} cannot merge {len(model)} model(s): {exc}") from None
     params = info.resolve_params(_parse_set(set_ or [], len(model)), n_models=len(model))
-    if base is not None:
+    base_dir = model_dir(base, zoo) if base is not None else None
+    model_dirs = [model_dir(m, zoo) for m in model]
+    _check_device(device)
+    if base_dir is not None:
         from study.compat import check_compatible
 
-        check_compatible(base, list(model), vocab_mismatch=vocab_mismatch)
-    inputs = open_inputs(base, list(model), device=device, vocab_mismatch=vocab_mismatch)
+        check_compatible(base_dir, model_dirs, vocab_mismatch=vocab_mismatch)
+    inputs = open_inputs(base_dir, model_dirs, device=device, vocab_mismatch=vocab_mismatch)
     t0 = time.perf_counter()
-    write_merged(inputs, info, params, out, metadata={"method": method, "params": params,
-                                                     "base": str(base), "models": [str(m) for m in model]})
+    write_merged(inputs, info, params, out, force=force,
+                 metadata={"method": method, "params": params, "base": base, "models": list(model),
+                           "base_dir": str(base_dir) if base_dir else None, "model_dirs": [str(d) for d in model_dirs]})
     typer.echo(f"wrote {out} ({method}, {len(model)} models, {time.perf_counter() - t0:.1f} s)")
 
 
@@ -280,7 +350,7 @@ def methods(as_json: bool = typer.Option(False, "--json")) -> None:
 @friendly
 def validate(sweep: Path = SweepArg, zoo: Optional[Path] = ZooOpt) -> None:
     """Every early check (schema, methods, parameters, checkpoints, tasks), no heavy work."""
-    from study.runner import prepare
+    from study.prepare import prepare
 
     ctx = prepare(sweep, zoo_root=zoo)
     n = len(ctx.plan.unique_cells())
@@ -289,12 +359,35 @@ def validate(sweep: Path = SweepArg, zoo: Optional[Path] = ZooOpt) -> None:
 
 @zoo_app.command("build")
 @friendly
-def zoo_build(out: Optional[Path] = typer.Option(None, "--out", help="zoo root directory"),
-              arch: str = typer.Option("llama", "--arch", help="llama | qwen3")) -> None:
+def zoo_build(out: Optional[Path] = typer.Option(None, "--zoo", "--out", metavar="DIR",
+                                                 help="zoo root [default: $MERGE_STUDY_ZOO or ~/.cache/merge-study/zoo]"),
+              arch: str = ArchOpt) -> None:
     """Build the mini zoo (cached by content hash: a second call is a no-op)."""
     from study.zoo import build_zoo
 
     build_zoo(out, arch=arch)  # prints its own progress and one-line summary
+
+
+@zoo_app.command("list")
+@friendly
+def zoo_list(zoo: Optional[Path] = ZooOpt, arch: str = ArchOpt) -> None:
+    """Where the zoo lives and how it was built; its models (with the skill and task of each) and tasks."""
+    from study.zoo.catalog import zoo_listing
+    from study.zoo.model import check_arch
+
+    typer.echo(zoo_listing(zoo, arch=check_arch(arch)))
+
+
+@zoo_app.command("path")
+@friendly
+def zoo_path(name: Optional[str] = typer.Argument(None, metavar="NAME",
+                                                  help="a model (base, add, ... or zoo:add) [default: the zoo itself]"),
+             zoo: Optional[Path] = ZooOpt, arch: str = ArchOpt) -> None:
+    """Print the built zoo's directory, or a model's: one line, for scripts (`ls $(merge-study zoo path add)`)."""
+    from study.zoo import load_zoo
+
+    built = load_zoo(zoo, arch=arch)
+    typer.echo(str(built.model(name) if name is not None else built.path))
 
 
 def main() -> None:

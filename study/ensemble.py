@@ -14,6 +14,7 @@ the model alone scores. Generation is greedy, token by token, with each model's 
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from typing import Any
 
@@ -40,6 +41,9 @@ class EnsembleLM(HFLM):
         self.models = list(models)
         self._log_k = math.log(len(models))
         self._torch = torch
+        # transformers 5.2x renamed the key-value cache argument and output field ``past_key_values`` to ``cache``
+        # (the old name warns, and goes in 5.40); older releases know only the old one.
+        self._cache_arg = "cache" if "cache" in inspect.signature(models[0].forward).parameters else "past_key_values"
 
     def _mean_logprobs(self, logits: list[Any]) -> Any:
         """log(mean_i softmax(logits_i)) in float32, whatever the models' dtype."""
@@ -73,8 +77,8 @@ class EnsembleLM(HFLM):
                 logits = []
                 for i, model in enumerate(self.models):
                     out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
-                                past_key_values=caches[i], use_cache=True)
-                    caches[i] = out.past_key_values
+                                **{self._cache_arg: caches[i]}, use_cache=True)
+                    caches[i] = getattr(out, self._cache_arg)
                     logits.append(out.logits[:, -1, :])
                 nxt = self._mean_logprobs(logits).argmax(dim=-1)
                 nxt = torch.where(done, torch.full_like(nxt, eos), nxt)

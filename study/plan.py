@@ -1,10 +1,13 @@
 """Expanding a sweep into cells, each keyed by a content hash.
 
 A cell is (base, ordered subset of checkpoints, method, resolved hyper-parameters, evaluation config). Its key
-hashes all of that plus each model's identity and the result-schema version, so a changed input is never
-mistaken for a done cell. ``base`` and ``single`` cells have no method in their key: every method's curve
-shares them. Subsets are drawn once per (base, k) from a seed and shared by every method (paired comparison);
-all single checkpoints are always evaluated, because "best single of a subset" needs each of them.
+hashes what decides its result and nothing else: each model's content identity, the method's name and version,
+its parameters resolved through the method's schema (defaults filled, types coerced, ``c/k`` resolved, so
+``density: 0.2``, ``density: 0.20`` and an omitted default are one cell, in any sweep), the evaluation config,
+the tasks' identities, the evaluation bridge's version and the result-schema version. ``base`` and ``single``
+cells have no method in their key: every method's curve shares them. Subsets are drawn once per (base, k) from
+a seed and shared by every method (paired comparison); all single checkpoints are always evaluated, because
+"best single of a subset" needs each of them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from study import RESULT_SCHEMA_VERSION
 from study.checkpoints import ResolvedModel, digest
 from study.config import Sweep, resolve_value
+from study.evaluate import EVAL_BRIDGE_VERSION
 
 BASE, SINGLE, ENSEMBLE = "base", "single", "ensemble"
 NOT_IN_KEY = {"ensemble"}
@@ -71,11 +75,17 @@ class Cell:
 
 @dataclass
 class Plan:
-    """Every cell of a sweep, in execution order (base and singles first: merges are compared with them)."""
+    """Every cell of a sweep, in execution order (base and singles first: merges are compared with them).
+
+    ``identities`` maps each model label to the identity its cells were keyed on and ``tasks`` each task to
+    its identity, so a stored plan says exactly what its records were computed from.
+    """
 
     sweep: Sweep
     cells: list[Cell]
     subsets: dict[str, dict[int, list[tuple[str, ...]]]] = field(default_factory=dict)
+    identities: dict[str, str] = field(default_factory=dict)
+    tasks: dict[str, str] = field(default_factory=dict)
 
     def unique_cells(self) -> list[Cell]:
         """Cells to compute, one per key: two grid points that resolve to the same parameters at some k
@@ -91,6 +101,22 @@ class Plan:
     @property
     def sweep_hash(self) -> str:
         return digest(self.sweep.model_dump(mode="json"))[:16]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sweep": self.sweep.model_dump(mode="json"), "sweep_hash": self.sweep_hash,
+                "cells": [c.to_json() for c in self.cells],
+                "subsets": {b: {str(k): [list(s) for s in drawn] for k, drawn in by_k.items()}
+                            for b, by_k in self.subsets.items()},
+                "identities": self.identities, "tasks": self.tasks}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Plan":
+        from study.config import parse_sweep
+
+        subsets = {b: {int(k): [tuple(s) for s in drawn] for k, drawn in by_k.items()}
+                   for b, by_k in data["subsets"].items()}
+        return cls(parse_sweep(data["sweep"], "stored plan"), [Cell.from_json(c) for c in data["cells"]], subsets,
+                   dict(data["identities"]), dict(data["tasks"]))
 
 
 def draw_subsets(labels: list[str], k: int, per_k: int, seed: int, base_name: str) -> list[tuple[str, ...]]:
@@ -108,7 +134,21 @@ def draw_subsets(labels: list[str], k: int, per_k: int, seed: int, base_name: st
 
 
 def _key(*parts: Any) -> str:
-    return digest(RESULT_SCHEMA_VERSION, *parts)[:24]
+    return digest(RESULT_SCHEMA_VERSION, EVAL_BRIDGE_VERSION, *parts)[:24]
+
+
+def resolve_point(method: str, point: dict[str, Any], k: int) -> dict[str, Any]:
+    """A grid point as the method receives it at ``k``: through its schema, with every default filled in."""
+    from study.methods.registry import get_method
+
+    return get_method(method).resolve_params({p: resolve_value(v, k) for p, v in point.items()}, n_models=k)
+
+
+def method_version(method: str) -> int:
+    """The method's implementation version (``merge_method(..., version=N)``): bumping it recomputes its cells."""
+    from study.methods.registry import get_method
+
+    return get_method(method).version
 
 
 def _applicability(method: str, k: int) -> str | None:
@@ -122,9 +162,13 @@ def _applicability(method: str, k: int) -> str | None:
     return None
 
 
-def build_plan(sweep: Sweep, models: dict[str, ResolvedModel], check_applicability: bool = True) -> Plan:
-    """Expand ``sweep`` into cells; ``models`` maps every model label of the sweep to its resolved identity."""
-    evaluation = sweep.evaluation.model_dump(mode="json", exclude=NOT_IN_KEY)
+def build_plan(sweep: Sweep, models: dict[str, ResolvedModel], check_applicability: bool = True,
+               tasks: dict[str, str] | None = None) -> Plan:
+    """Expand ``sweep`` into cells; ``models`` maps every model label of the sweep to its resolved identity and
+    ``tasks`` each task name to its identity (its name when it is not given: a task named by lm-eval)."""
+    task_ids = {t: (tasks or {}).get(t, t) for t in sweep.evaluation.tasks}
+    evaluation = {**sweep.evaluation.model_dump(mode="json", exclude=NOT_IN_KEY),
+                  "tasks": [task_ids[t] for t in sweep.evaluation.tasks]}
     merge_opts = {"vocab_mismatch": sweep.merge.vocab_mismatch}
     cells: list[Cell] = []
     subsets: dict[str, dict[int, list[tuple[str, ...]]]] = {}
@@ -148,12 +192,15 @@ def build_plan(sweep: Sweep, models: dict[str, ResolvedModel], check_applicabili
                     cells.append(Cell(cid, base.name, ENSEMBLE, {}, {}, k, sid, subset, "output ensemble"))
             for method in sweep.methods:
                 reason = _applicability(method.name, k) if check_applicability else None
+                version = method_version(method.name)
                 for point in method.grid():
-                    resolved = {p: resolve_value(v, k) for p, v in point.items()}
+                    resolved = resolve_point(method.name, point, k)
                     for sid, subset in enumerate(drawn):
-                        cid = _key("merge", base_id, [ident[x] for x in subset], method.name, resolved, evaluation, merge_opts)
+                        cid = _key("merge", base_id, [ident[x] for x in subset], method.name, version, resolved,
+                                   evaluation, merge_opts)
                         cells.append(
                             Cell(cid, base.name, method.name, dict(point), resolved, k, sid, subset,
                                  method.label or method.name, reason)
                         )
-    return Plan(sweep, cells, subsets)
+    identities = {label: m.identity for label, m in models.items()}
+    return Plan(sweep, cells, subsets, identities, task_ids)

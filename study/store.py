@@ -2,16 +2,18 @@
 
 Layout under the store directory::
 
-    records/ab/<cell_id>.json         the record (status done | failed | not_applicable), with a checksum
+    store.json                        the result-schema version of every record here
+    records/ab/<cell_id>.json         the record (``study.record.Record``), with a checksum
     samples/ab/<cell_id>.jsonl.gz     per-sample generations and choices (their sha256 is in the record)
     claims/<cell_id>.claim            who is computing the cell now, until when
     history/<cell_id>.<n>.json        failed records replaced by a retry (append-only: nothing is deleted)
-    plan.json, sweep.yaml             the last plan and sweep that ran here (for status and provenance)
+    plan.json, sweep.yaml             the last plan and sweep that ran here (``status`` and ``report`` need no more)
 
 Every file is written to a temporary name in the same directory, fsynced and renamed into place, so a reader
 (or a killed writer) never sees half a record, and a shared filesystem with Slurm tasks on several nodes is
 fine. A record whose checksum does not match is treated as missing: ``verify-store`` reports it and the next
-run recomputes the cell.
+run recomputes the cell. A store written under another result-schema version is refused as a whole (one line
+saying so), never read as missing records nor mixed with new ones.
 """
 
 from __future__ import annotations
@@ -28,22 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from study import RESULT_SCHEMA_VERSION
 from study.errors import UserError
+from study.record import Outcome, Record, RecordError, canonical
 
-DONE, FAILED, NOT_APPLICABLE = "done", "failed", "not_applicable"
 CLAIM_TTL_S = 15 * 60
+MARKER = "store.json"
 
 
 class StoreFullError(UserError):
     """The disk filled while writing a record: nothing partial was left; free space and run again."""
-
-
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
-
-
-def checksum(record: dict[str, Any]) -> str:
-    return hashlib.sha256(_canonical({k: v for k, v in record.items() if k != "checksum"})).hexdigest()
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -90,15 +86,47 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Store:
-    """A directory of cell records. Opening creates it; a path that is a file is a user error."""
+    """A directory of cell records.
 
-    def __init__(self, root: str | Path):
+    ``create=True`` (a run) makes the directory; ``create=False`` (status, report, verify-store) requires it to
+    exist and creates nothing. A path that is a file, or a store of another result schema, is a user error.
+    """
+
+    def __init__(self, root: str | Path, *, create: bool = True):
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise UserError(f"{self.root}: the store path is a file, not a directory: choose another --store")
-        for sub in ("records", "samples", "claims", "history"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        if not self.root.is_dir() and not create:
+            raise UserError(f"{self.root}: no result store here (nothing has run into it): check --store, or "
+                            f"`merge-study run` the sweep first")
+        self._check_schema()
+        if create:
+            for sub in ("records", "samples", "claims", "history"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            if not (self.root / MARKER).is_file():
+                atomic_write(self.root / MARKER, canonical({"schema": RESULT_SCHEMA_VERSION}))
         self._remove_dead_temp_files()
+
+    def _stored_schema(self) -> Any:
+        """The schema the marker names, else that of any one record (stores from before the marker), else None."""
+        try:
+            return json.loads((self.root / MARKER).read_bytes())["schema"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        for path in (self.root / "records").glob("*/*.json"):
+            try:
+                return json.loads(path.read_bytes()).get("schema")
+            except (OSError, ValueError, AttributeError):
+                continue
+        return None
+
+    def _check_schema(self) -> None:
+        schema = self._stored_schema()
+        if schema is not None and schema != RESULT_SCHEMA_VERSION:
+            raise UserError(
+                f"{self.root}: this store holds results of schema {schema} from another merge-study version; "
+                f"this version writes schema {RESULT_SCHEMA_VERSION} and never mixes the two: report it with the "
+                f"version that wrote it, or run into a new --store")
 
     def _temp_files(self) -> list[Path]:
         return sorted(self.root.glob("*/*/.*.tmp")) + sorted(self.root.glob("*/.*.tmp")) + sorted(self.root.glob(".*.tmp"))
@@ -121,51 +149,49 @@ class Store:
     def _claim_path(self, cell_id: str) -> Path:
         return self.root / "claims" / f"{cell_id}.claim"
 
-    def get(self, cell_id: str) -> dict[str, Any] | None:
+    def get(self, cell_id: str) -> Record | None:
         """The cell's record if present and intact (checksum matches), else None."""
-        path = self._record_path(cell_id)
         try:
-            record = json.loads(path.read_bytes())
-        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return Record.from_bytes(self._record_path(cell_id).read_bytes())
+        except (FileNotFoundError, RecordError):
             return None
-        if not isinstance(record, dict) or record.get("checksum") != checksum(record):
-            return None
-        return record
 
-    def status(self, cell_id: str) -> str | None:
+    def status(self, cell_id: str) -> Outcome:
+        """The record's status, or ``pending`` when the cell has no intact record."""
         rec = self.get(cell_id)
-        return None if rec is None else rec["status"]
+        return Outcome.PENDING if rec is None else rec.status
 
-    def put(self, record: dict[str, Any], samples: list[dict[str, Any]] | None = None) -> None:
+    def put(self, record: Record, samples: list[dict[str, Any]] | None = None) -> None:
         """Write a record (and its samples first, so a record never points at missing samples).
 
         A done record is final; writing over a failed one keeps the old one under ``history/``.
         """
-        cell_id = record["cell_id"]
+        cell_id = record.cell_id
         if samples is not None:
             buf = io.BytesIO()
             with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
                 for s in samples:
-                    gz.write(_canonical(s) + b"\n")
+                    gz.write(canonical(s) + b"\n")
             data = buf.getvalue()
             atomic_write(self._samples_path(cell_id), data)
-            record = {**record, "samples_sha256": hashlib.sha256(data).hexdigest(), "n_samples": len(samples)}
+            record = record.with_samples(hashlib.sha256(data).hexdigest(), len(samples))
         old = self.get(cell_id)
         if old is not None:
-            if old["status"] == DONE:
+            if old.status == Outcome.DONE:
                 return
             n = len(list((self.root / "history").glob(f"{cell_id}.*.json")))
-            atomic_write(self.root / "history" / f"{cell_id}.{n}.json", _canonical(old))
-        record = {**record, "checksum": ""}
-        record["checksum"] = checksum(record)
-        atomic_write(self._record_path(cell_id), json.dumps(record, indent=1, sort_keys=True).encode())
+            atomic_write(self.root / "history" / f"{cell_id}.{n}.json", canonical(old.to_json()))
+        atomic_write(self._record_path(cell_id), record.to_bytes())
 
     def samples(self, cell_id: str) -> list[dict[str, Any]]:
         with gzip.open(self._samples_path(cell_id), "rb") as gz:
             return [json.loads(line) for line in gz if line.strip()]
 
-    def records(self) -> Iterator[dict[str, Any]]:
-        for path in sorted((self.root / "records").glob("*/*.json")):
+    def record_paths(self) -> list[Path]:
+        return sorted((self.root / "records").glob("*/*.json"))
+
+    def records(self) -> Iterator[Record]:
+        for path in self.record_paths():
             rec = self.get(path.stem)
             if rec is not None:
                 yield rec
@@ -175,20 +201,17 @@ class Store:
         problems = []
         for path in self._temp_files():
             problems.append((str(path), "temporary file of an interrupted write (never read; safe to delete)"))
-        for path in sorted((self.root / "records").glob("*/*.json")):
+        for path in self.record_paths():
             try:
-                record = json.loads(path.read_bytes())
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                problems.append((str(path), "not valid JSON (truncated or edited)"))
+                record = Record.from_bytes(path.read_bytes())
+            except RecordError as exc:
+                problems.append((str(path), str(exc)))
                 continue
-            if not isinstance(record, dict) or record.get("checksum") != checksum(record):
-                problems.append((str(path), "checksum mismatch (edited or corrupted)"))
-                continue
-            if "samples_sha256" in record:
-                spath = self._samples_path(record["cell_id"])
+            if record.samples_sha256 is not None:
+                spath = self._samples_path(record.cell_id)
                 if not spath.is_file():
                     problems.append((str(spath), "samples file missing"))
-                elif hashlib.sha256(spath.read_bytes()).hexdigest() != record["samples_sha256"]:
+                elif hashlib.sha256(spath.read_bytes()).hexdigest() != record.samples_sha256:
                     problems.append((str(spath), "samples checksum mismatch"))
         return problems
 
@@ -200,7 +223,7 @@ class Store:
         """
         path = self._claim_path(cell_id)
         me = worker_id()
-        body = _canonical({"owner": me, "host": socket.gethostname(), "pid": os.getpid(), "expires": time.time() + ttl_s})
+        body = canonical({"owner": me, "host": socket.gethostname(), "pid": os.getpid(), "expires": time.time() + ttl_s})
         for _ in range(2):
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -238,7 +261,7 @@ class Store:
         """Extend our claim while a long cell runs (a heartbeat), so it is not taken as stale."""
         current = self.read_claim(cell_id)
         if current is not None and current.owner == worker_id():
-            body = _canonical({**current.__dict__, "expires": time.time() + ttl_s})
+            body = canonical({**current.__dict__, "expires": time.time() + ttl_s})
             atomic_write(self._claim_path(cell_id), body)
 
     def break_claim(self, cell_id: str) -> None:
@@ -253,3 +276,10 @@ class Store:
 
     def write_meta(self, name: str, data: bytes) -> None:
         atomic_write(self.root / name, data)
+
+    def read_meta(self, name: str) -> bytes | None:
+        """A file written by ``write_meta``, or None when there is none."""
+        try:
+            return (self.root / name).read_bytes()
+        except FileNotFoundError:
+            return None

@@ -100,7 +100,7 @@ def test_lengths_token_counts_match_a_retokenisation(fake_report):
     per_group: dict[tuple, list[tuple[float, float]]] = {}
     for cell in study.ctx.plan.cells:
         rec = study.store.get(cell.cell_id)
-        if rec is None or rec["status"] != "done":
+        if rec is None or rec.status != "done":
             continue
         gen = [s for s in study.store.samples(cell.cell_id) if s["task"] == "gen_task"]
         counts = lengths_mod.recount_tokens([s["response"] for s in gen], tok)
@@ -129,7 +129,7 @@ def test_check_token_counts_finds_an_edited_count(fake_study, tmp_path):
     from study.store import Store
 
     copy = Store(tmp_path / "store")
-    copy.put(dict(records[cell.cell_id]), samples)
+    copy.put(records[cell.cell_id], samples)
     _, problems = lengths_mod.check_token_counts(plan, {cell.cell_id: copy.get(cell.cell_id)}, copy,
                                                  {"tiny": fake_study.base_dir})
     assert len(problems) == 1 and "stored 9, recounted 8" in problems[0]

@@ -8,7 +8,7 @@ import pytest
 
 from study.config import load_sweep
 from study.errors import CheckpointError
-from study.runner import prepare
+from study.prepare import prepare
 
 PAPER = sorted((Path(__file__).parent.parent / "sweeps" / "paper").glob("*.yaml"))
 METHODS = {"task_arithmetic", "ties", "model_stock", "tsv_merge", "iso_c", "subspace_boosting"}

@@ -9,18 +9,23 @@ import os
 import pytest
 
 from study.errors import UserError
-from study.store import DONE, FAILED, Store, StoreFullError
+from study.plan import Cell
+from study.record import Outcome, Record
+from study.store import Store, StoreFullError
+
+DONE, FAILED = Outcome.DONE, Outcome.FAILED
 
 
-def rec(cell_id: str, status: str = DONE, **kw):
-    return {"cell_id": cell_id, "status": status, "scores": {"t": {"metric": "acc", "score": 0.5}}, **kw}
+def rec(cell_id: str, status: Outcome = DONE, **kw) -> Record:
+    cell = Cell(cell_id, "b", "base", {}, {}, 0, 0, ())
+    return Record(cell_id=cell_id, cell=cell, status=status, scores={"t": {"metric": "acc", "score": 0.5}}, **kw)
 
 
 def test_put_get_and_samples(tmp_path):
     st = Store(tmp_path)
     st.put(rec("abc123"), [{"task": "t", "response": "hi", "n_tokens": 2}])
     got = st.get("abc123")
-    assert got["status"] == DONE and got["n_samples"] == 1
+    assert got.status == DONE and got.n_samples == 1
     assert st.samples("abc123") == [{"task": "t", "response": "hi", "n_tokens": 2}]
     assert st.verify() == []
 

@@ -35,7 +35,8 @@ import pandas as pd
 
 from study.analysis.tables import CELL_COLUMNS, cell_row
 from study.plan import BASE, SINGLE, Plan
-from study.store import DONE, Store
+from study.record import Outcome, Record
+from study.store import Store
 
 AVG_TASK = "Avg."
 GROUP = ["base", "method", "params", "k"]
@@ -67,14 +68,14 @@ def cell_length_stats(samples: list[dict[str, Any]], max_gen_toks: int) -> dict[
     return out
 
 
-def per_cell_lengths(plan: Plan, records: dict[str, dict[str, Any] | None], store: Store,
+def per_cell_lengths(plan: Plan, records: dict[str, Record | None], store: Store,
                      max_gen_toks: int) -> pd.DataFrame:
     """One row per (plan cell, generation task) of every done cell whose samples are stored."""
     stats: dict[str, dict[str, dict[str, float]]] = {}
     rows = []
     for cell in plan.cells:
         rec = records.get(cell.cell_id)
-        if rec is None or rec.get("status") != DONE or "samples_sha256" not in rec:
+        if rec is None or rec.status != Outcome.DONE or rec.samples_sha256 is None:
             continue
         if cell.cell_id not in stats:
             stats[cell.cell_id] = cell_length_stats(store.samples(cell.cell_id), max_gen_toks)
@@ -149,7 +150,7 @@ def recount_tokens(responses: list[str], tokenizer: Any) -> list[int]:
     return [len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses]
 
 
-def check_token_counts(plan: Plan, records: dict[str, dict[str, Any] | None], store: Store,
+def check_token_counts(plan: Plan, records: dict[str, Record | None], store: Store,
                        base_paths: dict[str, Path]) -> tuple[int, list[str]]:
     """Re-tokenise every stored response with its base's tokenizer; (samples checked, mismatches).
 
@@ -161,7 +162,7 @@ def check_token_counts(plan: Plan, records: dict[str, dict[str, Any] | None], st
     checked, problems = 0, []
     for cid, cell in plan.by_id().items():
         rec = records.get(cid)
-        if rec is None or rec.get("status") != DONE or "samples_sha256" not in rec:
+        if rec is None or rec.status != Outcome.DONE or rec.samples_sha256 is None:
             continue
         generated = [s for s in store.samples(cid) if "n_tokens" in s]
         if not generated:

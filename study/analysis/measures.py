@@ -1,4 +1,4 @@
-"""The study's measures (shared/design/study.md), computed from the tidy scores table alone.
+"""The study's measures (docs/study.md), computed from the tidy scores table alone.
 
 Every function here takes ``scores.parquet``'s frame, never the store, so the report's numbers can be
 recomputed by anyone from that one file with the same float operations: the average of a cell is the pandas
@@ -104,8 +104,11 @@ def subset_measures(scores: pd.DataFrame) -> pd.DataFrame:
             row.update(base_avg=base.avg, best_single=best, gain=r.avg - base.avg, win=bool(r.avg > base.avg),
                        rel_gain_best_single=(r.avg - best) / best if best != 0 else np.nan, counted=True)
         rows.append({**row, "dropped_because": why or ""})
-    return pd.DataFrame(rows, columns=[*CELL_KEY, "avg", "base_avg", "best_single", "gain", "win",
-                                       "rel_gain_best_single", "counted", "dropped_because"])
+    frame = pd.DataFrame(rows, columns=[*CELL_KEY, "avg", "base_avg", "best_single", "gain", "win",
+                                        "rel_gain_best_single", "counted", "dropped_because"])
+    # typed even with no rows (a store of base and singles only): an untyped empty ``counted`` column would
+    # make ``frame[frame.counted]`` select columns instead of rows
+    return frame.astype({"win": bool, "counted": bool})
 
 
 def _why_dropped(cell: Any, base: Any, ckpts: list[str], members: list[Any]) -> str | None:

@@ -17,6 +17,7 @@ from study.analysis.render import md_table
 from study.analysis.style import series_key, series_label
 from study.analysis.tables import SCORE_COLUMNS
 from study.plan import BASE, SINGLE
+from study.record import Outcome
 
 
 def design(ctx: Any) -> str:
@@ -50,13 +51,14 @@ def coverage(outcomes: pd.DataFrame, per_subset: pd.DataFrame) -> tuple[str, pd.
     counts = unique.groupby(["base", "status"]).size().unstack(fill_value=0).reset_index()
     merges = outcomes[~outcomes.method.isin([BASE, SINGLE])]
     table = merges.groupby(["base", "method", "params", "k"]).agg(
-        planned=("cell_id", "size"), done=("status", lambda s: int((s == "done").sum())),
-        failed=("status", lambda s: int((s == "failed").sum())),
-        not_applicable=("status", lambda s: int((s == "not_applicable").sum())),
-        missing=("status", lambda s: int((s == "missing").sum()))).reset_index()
+        planned=("cell_id", "size"), done=("status", lambda s: int((s == Outcome.DONE).sum())),
+        failed=("status", lambda s: int((s == Outcome.FAILED).sum())),
+        not_applicable=("status", lambda s: int((s == Outcome.NOT_APPLICABLE).sum())),
+        missing=("status", lambda s: int((s == Outcome.PENDING).sum()))).reset_index()
     counted = per_subset[per_subset.counted].groupby(["base", "method", "params", "k"]).size().rename("counted")
     table = table.merge(counted.reset_index(), how="left", on=["base", "method", "params", "k"]).fillna({"counted": 0})
     table["counted"] = table.counted.astype(int)
+    table = table.astype({c: "int64" for c in ("planned", "done", "failed", "not_applicable", "missing")})  # typed when empty
     table["dropped"] = table.done - table.counted
     reasons = per_subset[~per_subset.counted].dropped_because.value_counts()
     why = "; ".join(f"{r}: {n}" for r, n in reasons.items()) or "none"

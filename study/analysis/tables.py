@@ -29,7 +29,8 @@ from typing import Any
 import pandas as pd
 
 from study.plan import Cell, Plan
-from study.store import DONE, Store
+from study.record import Outcome, Record
+from study.store import Store
 
 SCORE_COLUMNS: dict[str, str] = {
     "cell_id": "content hash of the cell (its record in the store)",
@@ -53,33 +54,32 @@ def cell_row(cell: Cell) -> dict[str, Any]:
             "k": cell.k, "subset_id": cell.subset_id, "checkpoints": json.dumps(list(cell.checkpoints))}
 
 
-def load_records(plan: Plan, store: Store) -> dict[str, dict[str, Any] | None]:
+def load_records(plan: Plan, store: Store) -> dict[str, Record | None]:
     """Each planned cell's record (None when the store has none), read once per unique cell."""
     return {cid: store.get(cid) for cid in plan.by_id()}
 
 
-def scores_table(plan: Plan, records: dict[str, dict[str, Any] | None]) -> pd.DataFrame:
+def scores_table(plan: Plan, records: dict[str, Record | None]) -> pd.DataFrame:
     """The rows of ``scores.parquet``, in plan order then task order as recorded."""
     rows = []
     for cell in plan.cells:
         rec = records.get(cell.cell_id)
-        if rec is None or rec.get("status") != DONE:
+        if rec is None or rec.status != Outcome.DONE:
             continue
         ident = cell_row(cell)
-        for task, entry in (rec.get("scores") or {}).items():
+        for task, entry in rec.scores.items():
             rows.append({**ident, "task": task, "metric": entry["metric"], "score": float(entry["score"])})
     frame = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
     return frame.astype({"k": "int64", "subset_id": "int64", "score": "float64"})
 
 
-def outcomes_table(plan: Plan, records: dict[str, dict[str, Any] | None]) -> pd.DataFrame:
-    """One row per plan cell: its status (``missing`` when never run), error line and wall time."""
+def outcomes_table(plan: Plan, records: dict[str, Record | None]) -> pd.DataFrame:
+    """One row per plan cell: its status (``pending`` when never run), error line and wall time."""
     rows = []
     for cell in plan.cells:
         rec = records.get(cell.cell_id)
-        status = "missing" if rec is None else rec.get("status", "missing")
-        error = "" if rec is None else (rec.get("error") or rec.get("reason") or "")
-        total = None if rec is None else (rec.get("timing") or {}).get("total_s")
-        rows.append({**cell_row(cell), "label": cell.method_label or cell.method, "status": status,
-                     "error": error, "total_s": total})
-    return pd.DataFrame(rows)
+        rows.append({**cell_row(cell), "label": cell.method_label or cell.method,
+                     "status": str(Outcome.PENDING if rec is None else rec.status),
+                     "error": "" if rec is None else rec.message,
+                     "total_s": None if rec is None else rec.timing.total_s})
+    return pd.DataFrame(rows, columns=[*CELL_COLUMNS, "label", "status", "error", "total_s"])

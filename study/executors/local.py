@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from study.executors.base import RunSummary
 
 if TYPE_CHECKING:
-    from study.runner import SweepContext
+    from study.prepare import SweepContext
     from study.store import Store
 
 

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from study.executors.base import RunSummary
 from study.executors.local import progress_bar
+from study.record import Outcome, Record
 
 if TYPE_CHECKING:
-    from study.runner import SweepContext
+    from study.prepare import SweepContext
     from study.store import Store
 
 MAX_RESTARTS = 3  # per slot: a cell that kills its worker every time must not stall the pool forever
@@ -195,7 +196,7 @@ class _PoolRun:
                 continue  # took its sentinel and finished
             if cell_id is not None:
                 self._record_death(cell_id, index, proc.exitcode)
-                self.summary.add("failed")
+                self.summary.add(Outcome.FAILED)
                 settled += 1
                 advance()
             # the dead worker never took its sentinel, so its replacement finds one waiting
@@ -209,20 +210,11 @@ class _PoolRun:
 
         The dead worker's claim needs no cleanup: a claim by a dead pid on this host counts as stale.
         """
-        import datetime as dt
-        import platform
-
-        from study import RESULT_SCHEMA_VERSION, __version__
-        from study.store import FAILED
-
         how = f"killed by signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
         error = (f"WorkerDied: pool worker {index} ended ({how}) while computing this cell, e.g. out of memory; "
                  f"run again with --retry-failed")
-        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         cell = self.ctx.plan.by_id()[cell_id]
-        self.store.put({"schema": RESULT_SCHEMA_VERSION, "cell_id": cell_id, "cell": cell.to_json(),
-                        "worker": f"pool-{index}", "host": platform.node(), "harness_version": __version__,
-                        "status": FAILED, "error": error, "traceback": error, "finished": now})
+        self.store.put(Record.new(cell, Outcome.FAILED, worker=f"pool-{index}", error=error, traceback=error))
 
     def stop(self) -> None:
         for proc in self.procs.values():

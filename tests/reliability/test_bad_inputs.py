@@ -265,5 +265,5 @@ def test_executor_not_installed_in_a_real_process(ctx, fault_shim):
     assert "pip install 'merge-study[cluster]'" in lines[0]
     assert not store.exists()
     loaded = modules.read_text().split()
-    assert "submitit" not in loaded and "study.runner" in loaded
+    assert "submitit" not in loaded and "study.prepare" in loaded
     assert _modeling_modules(modules) == []

@@ -55,7 +55,8 @@ def test_trust_remote_code_is_off_unless_the_base_opts_in(rel_family, rel_tasks,
     code; a model directory whose config points at its own code (``auto_map``) does not get it run."""
     import transformers
 
-    from study.runner import CellRunner, prepare
+    from study.prepare import prepare
+    from study.runner import CellRunner
     from study.store import Store
 
     fam = copy_family(rel_family, tmp_path / "family")

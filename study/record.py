@@ -1,0 +1,154 @@
+"""A cell's record, and the one vocabulary of outcomes that store, runners, executors, CLI and report share.
+
+A record is what the store keeps for a cell: what was computed (the cell), how it ended (status, scores, error,
+reason), and where and with what it ran (worker, host, times, harness and library versions, CPU). It is built,
+serialised, checksummed and parsed here only; every other module reads its typed fields, so a renamed field is
+a type error in one place rather than a silent ``None`` in five. On disk a record stays one JSON object with a
+sha256 checksum over its canonical form (sorted keys, no whitespace).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import json
+import platform
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from study import RESULT_SCHEMA_VERSION, __version__
+from study.plan import Cell
+
+
+class Outcome(StrEnum):
+    """Every word used for how a cell stands or how running it went.
+
+    A record's status is one of ``RECORD_STATUSES``; ``pending`` is a planned cell without a record; a run
+    reports ``computed`` (finished now), ``cached`` (done before), ``claimed_elsewhere`` (a live worker holds
+    it), or the failed / not-applicable status it recorded or found.
+    """
+
+    DONE = "done"
+    FAILED = "failed"
+    NOT_APPLICABLE = "not_applicable"
+    PENDING = "pending"
+    COMPUTED = "computed"
+    CACHED = "cached"
+    CLAIMED_ELSEWHERE = "claimed_elsewhere"
+
+
+RECORD_STATUSES = (Outcome.DONE, Outcome.FAILED, Outcome.NOT_APPLICABLE)
+
+
+class RecordError(ValueError):
+    """Bytes that are not an intact record of this schema (truncated, edited, or another version)."""
+
+
+class SchemaMismatch(RecordError):
+    """An intact record of another result-schema version."""
+
+    def __init__(self, schema: Any):
+        super().__init__(f"record of result schema {schema}, expected {RESULT_SCHEMA_VERSION}")
+        self.schema = schema
+
+
+def canonical(obj: Any) -> bytes:
+    """The bytes a checksum is taken over: sorted keys, no whitespace."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def checksum(data: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical({k: v for k, v in data.items() if k != "checksum"})).hexdigest()
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@functools.cache
+def machine() -> dict[str, str]:
+    """CPU model, vector instruction set and library versions of this process's machine (asked once)."""
+    from study.machine import describe_machine
+
+    return describe_machine()
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds spent merging (or loading), evaluating, and in all; None where the cell did not get that far."""
+
+    merge_s: float | None = None
+    eval_s: float | None = None
+    total_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Record:
+    """One cell's result. Build it with ``done``, ``failed`` or ``not_applicable``; read it from the store."""
+
+    cell_id: str
+    cell: Cell
+    status: Outcome
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: str = ""
+    traceback: str = ""
+    reason: str = ""
+    timing: Timing = Timing()
+    worker: str = ""
+    host: str = ""
+    started: str = ""
+    finished: str = ""
+    harness_version: str = __version__
+    machine: dict[str, str] = field(default_factory=dict)
+    samples_sha256: str | None = None
+    n_samples: int | None = None
+    schema: int = RESULT_SCHEMA_VERSION
+
+    @classmethod
+    def new(cls, cell: Cell, status: Outcome, *, worker: str, started: str | None = None, **fields: Any) -> "Record":
+        """A record stamped with this machine, this harness version and the finishing time."""
+        return cls(cell_id=cell.cell_id, cell=cell, status=Outcome(status), worker=worker, host=platform.node(),
+                   started=started or now(), finished=now(), machine=machine(), **fields)
+
+    @property
+    def message(self) -> str:
+        """The one line that says why a cell is not done: its error, or why it does not apply."""
+        return self.error or self.reason
+
+    def with_samples(self, sha256: str, n: int) -> "Record":
+        return replace(self, samples_sha256=sha256, n_samples=n)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object stored on disk, checksum included."""
+        data = asdict(self)
+        data["cell"] = self.cell.to_json()
+        data["status"] = self.status.value
+        data["checksum"] = checksum(data)
+        return data
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_json(), indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: Any) -> "Record":
+        """Parse a stored record; ``RecordError`` if it is not intact, ``SchemaMismatch`` if another version's."""
+        if not isinstance(data, dict) or data.get("checksum") != checksum(data):
+            raise RecordError("checksum mismatch (edited or corrupted)")
+        if data.get("schema") != RESULT_SCHEMA_VERSION:
+            raise SchemaMismatch(data.get("schema"))
+        try:
+            fields = {k: v for k, v in data.items() if k != "checksum"}
+            return cls(**{**fields, "cell": Cell.from_json(fields["cell"]), "status": Outcome(fields["status"]),
+                          "timing": Timing(**(fields.get("timing") or {}))})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RecordError(f"not a record of this schema ({exc})") from None
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "Record":
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise RecordError("not valid JSON (truncated or edited)") from None
+        return cls.from_json(data)
