@@ -24,6 +24,13 @@ MEASURES = {
 KEY = ["base", "method", "params", "k", "measure"]
 COLUMNS = [*KEY, "n_subsets", "mean", "ci_low", "ci_high", "direction"]
 MIN_SUBSETS = 2
+FINDINGS_COLUMNS: dict[str, str] = {
+    "base, method, params, k": "the series and subset size, as in summary.csv",
+    "measure": "gain (merged vs base) or rel_gain_best_single (merged vs the subset's best single)",
+    "n_subsets": f"subsets counted (at least {MIN_SUBSETS})",
+    "mean, ci_low, ci_high": "the measure's mean over subsets and its seeded 95% bootstrap interval",
+    "direction": "above or below 0: the interval lies entirely on that side",
+}
 
 
 def stated_findings(summary: pd.DataFrame) -> pd.DataFrame:

@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from study.analysis.findings import FINDINGS_COLUMNS
+
 from study.analysis.lengths import AVG_TASK, LENGTH_COLUMNS
 from study.analysis.measures import SUMMARY_COLUMNS
 from study.analysis.render import md_table
@@ -128,4 +130,6 @@ def contracts() -> str:
                  "score(merge, task) - score(base, task).")
     parts.append("### coverage.csv\n\nper (base, method, params, k): planned, done, failed, not_applicable, "
                  "missing, counted and dropped subsets.")
+    parts.append("### findings.csv\n\n" + md_table(pd.DataFrame(list(FINDINGS_COLUMNS.items()),
+                                                                 columns=["column", "meaning"])))
     return "\n\n".join(parts)
