@@ -26,6 +26,7 @@ import pandas as pd
 
 from study.analysis import curves, sections
 from study.analysis.findings import findings_section, stated_findings
+from study.analysis.item_bootstrap import item_intervals
 from study.analysis.lengths import check_token_counts, length_table, per_cell_lengths
 from study.analysis.measures import reference_gains, subset_measures, summarize, task_gains
 from study.analysis.provenance import PROVENANCE_FILE, git_commit, previous_zoo, provenance
@@ -101,7 +102,7 @@ def write_report(ctx: Any, store: Any, out_dir: str | Path, *, check_tokens: boo
     coverage_md, coverage = sections.coverage(outcomes, per_subset)
     lengths, longest = length_table(per_cell_lengths(plan, records, store, sweep.evaluation.max_gen_toks))
     labels = series_labels(plan)
-    findings = stated_findings(summary)
+    findings = stated_findings(summary, item_intervals(scores, per_subset, store, sweep.seed))
     written = _write_tables(out, {"scores.parquet": scores, "summary.csv": summary, "reference.csv": reference,
                                   "task_gains.csv": gains, "coverage.csv": coverage, "lengths.csv": lengths,
                                   "findings.csv": findings})
