@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 from study.config import EvaluationSpec
 from study.errors import UserError
+from study.quiet import no_dataset_bars, no_loading_bar
 
 SMALL_MODEL_PARAMS = 50_000_000
 """Below this size a CPU forward pass is too short for intra-op threads to pay: measured on the mini zoo
@@ -138,21 +139,6 @@ def quiet_progress() -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def _no_loading_bar() -> Iterator[None]:
-    """Without transformers' "Loading weights" bar, which each worker would print once through the sweep's
-    own progress bar; restored afterwards, so a notebook that uses the harness keeps its bars."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def _set_seeds(seed: int) -> None:
     import numpy as np
     import torch
@@ -175,14 +161,15 @@ class Evaluator:
             logging.getLogger(noisy).setLevel(logging.ERROR)
         self.spec = spec
         dtype = torch.float32 if spec.dtype == "auto" else getattr(torch, spec.dtype)
-        with _no_loading_bar():
+        with no_loading_bar():
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
             self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
         self.model.to(device).eval()
         if device == "cpu" and sum(p.numel() for p in self.model.parameters()) < SMALL_MODEL_PARAMS:
             torch.set_num_threads(1)
         self.lm = HFLM(pretrained=self.model, tokenizer=self.tokenizer, batch_size=spec.batch_size, device=device)
-        self.task_dict = build_task_dict(tasks, spec)
+        with no_dataset_bars():
+            self.task_dict = build_task_dict(tasks, spec)
         self.generation_tasks = {n for n, t in _flatten(self.task_dict) if _output_type(t) == "generate_until"}
 
     def load_weights(self, state_dict: dict[str, Any]) -> None:

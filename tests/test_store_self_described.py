@@ -114,3 +114,37 @@ def test_provenance_lists_the_runs_cpu_and_libraries(rel_family, rel_tasks, tmp_
     assert record["machine"]["torch"] == me["torch"]
     assert yaml.safe_load((store / "sweep.yaml").read_text())["name"] == "rel"
     assert Path(json.loads((store / "plan.json").read_text())["source"]) == sweep.resolve()
+
+
+def _zoo_sweep(path: Path, tasks: list[str]) -> Path:
+    return write_sweep(path, {"name": "z", "bases": [{"name": "zoo", "model": "zoo:base",
+                                                       "checkpoints": ["zoo:add", "zoo:sub"]}],
+                              "methods": [{"name": "task_arithmetic"}], "ks": [1, 2], "subsets": {"per_k": 1},
+                              "evaluation": {"tasks": tasks, "limit": 3, "batch_size": 8, "max_gen_toks": 4}})
+
+
+def test_zoo_task_spellings_are_one_cell(fake_zoo, tmp_path, monkeypatch):
+    monkeypatch.setenv("MERGE_STUDY_ZOO", str(fake_zoo.root))
+    ids = []
+    for i, tasks in enumerate((["zoo:add", "zoo:first"], ["zoo_add", "zoo_first"], ["zoo:zoo_add", "zoo:first"])):
+        out = _ok("run", str(_zoo_sweep(tmp_path / f"s{i}.yaml", tasks)), "--dry-run").stdout
+        ids.append({line.split()[0] for line in out.splitlines()[:-1]})
+    assert len(ids[0]) == 4 and ids[0] == ids[1] == ids[2]
+
+
+def test_status_and_report_of_a_zoo_sweep_survive_the_zoo_moving_away(fake_zoo, tmp_path, monkeypatch):
+    monkeypatch.setenv("MERGE_STUDY_ZOO", str(fake_zoo.root))
+    sweep, store = _zoo_sweep(tmp_path / "z.yaml", ["zoo:add", "zoo:first"]), tmp_path / "store"
+    _ok("run", str(sweep), "--store", str(store))
+    before = _ok("status", str(sweep), "--store", str(store), "--json").stdout
+    assert json.loads(before)["done"] == 4
+    _ok("report", str(sweep), "--store", str(store), "--out", str(tmp_path / "r1"))
+    shutil.move(fake_zoo.root, tmp_path / "zoo-gone")
+    moved = _ok("status", str(sweep), "--store", str(store), "--json")
+    assert moved.stdout == before and "using the plan stored" in moved.stderr
+    assert _ok("status", "--store", str(store), "--json").stdout == before
+    _ok("report", "--store", str(store), "--out", str(tmp_path / "r2"))
+    for name in ("scores.parquet", "summary.csv"):
+        reader = pd.read_parquet if name.endswith(".parquet") else pd.read_csv
+        pd.testing.assert_frame_equal(reader(tmp_path / "r1" / name), reader(tmp_path / "r2" / name))
+    assert "sha256:fake" in (tmp_path / "r2" / "report.md").read_text()

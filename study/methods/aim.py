@@ -54,8 +54,11 @@ def channel_activations(model_dir: Path, texts: list[str], device: str = "cpu") 
     """``{"<module>.weight": a}`` for every ``nn.Linear`` but lm_head: mean |input| per channel, scaled to [0, 1]."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    from study.quiet import no_loading_bar
+
+    with no_loading_bar():
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     sums: dict[str, Tensor] = {}
     counts: dict[str, int] = {}
 
