@@ -80,9 +80,20 @@ def test_identical_answers_give_a_zero_interval_and_results_are_seeded() -> None
     pd.testing.assert_frame_equal(first, item_intervals(scores, per_subset, store, 0))
 
 
-def test_cells_that_answered_other_documents_get_no_interval() -> None:
+def test_cells_that_answered_other_documents_fall_back_to_subsets_at_the_same_level() -> None:
     scores, per_subset, store = _study([[1.0] * 40, [1.0] * 40])
     store.ids["m1"] = list(range(1, 41))
-    assert item_intervals(scores, per_subset, store, 0).empty
-    found = stated_findings(summarize(per_subset, 0), item_intervals(scores, per_subset, store, 0))
-    assert set(found.interval) == {"subsets"}
+    items = item_intervals(scores, per_subset, store, 0, level=0.999)
+    assert set(items.interval) == {"subsets"}
+    found = stated_findings(summarize(per_subset, 0), items, 0.999)
+    assert set(found.interval) == {"subsets"} and set(found.level) == {0.999}
+
+
+def test_simultaneous_level_follows_the_number_of_candidate_statements() -> None:
+    from study.analysis.findings import candidates, statement_level
+
+    summary = summarize(_study([[1.0] * 40, [1.0] * 40])[1], 0)
+    assert candidates(summary) == 2 and statement_level(summary) == 1 - 0.05 / 2
+    wide = item_intervals(*_study([[1.0] * 40, [1.0] * 40]), 0, level=0.999)
+    narrow = item_intervals(*_study([[1.0] * 40, [1.0] * 40]), 0, level=0.95)
+    assert (wide.ci_low <= narrow.ci_low).all() and (wide.ci_high >= narrow.ci_high).all()

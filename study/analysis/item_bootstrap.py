@@ -6,7 +6,7 @@ series *and* the documents of every task — the same documents for every cell o
 the base, each single and each merge answered the same items) — and recomputes the series' mean gain over
 the base and mean relative gain over each subset's best single. Per-document correctness comes from the
 samples the store keeps for each cell. A series whose cells lack samples, or whose cells did not answer the
-same documents, gets no interval here (NaN), and ``findings`` falls back to the subsets-only interval.
+same documents, gets the subsets-only interval at the same level instead, marked in the ``interval`` column.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study.analysis.measures import GROUP, LEVEL, N_BOOT, bootstrap_seed
+from study.analysis.measures import GROUP, LEVEL, N_BOOT, bootstrap_ci, bootstrap_seed
 from study.plan import BASE, SINGLE
 
-COLUMNS = [*GROUP, "measure", "ci_low", "ci_high"]
+COLUMNS = [*GROUP, "measure", "ci_low", "ci_high", "interval"]
+BOTH, SUBSETS = "subsets and documents", "subsets"
 
 
 def _doc_vectors(store: Any, cell_id: str, metrics: dict[str, str]) -> dict[str, tuple[tuple[Any, ...], np.ndarray]]:
@@ -49,7 +50,8 @@ def _cell_table(scores: pd.DataFrame, base: str) -> tuple[dict[str, str], dict[s
 
 def item_intervals(scores: pd.DataFrame, per_subset: pd.DataFrame, store: Any, sweep_seed: int,
                    n_boot: int = N_BOOT, level: float = LEVEL) -> pd.DataFrame:
-    """Per (base, method, params, k, measure): the percentile interval over subsets and documents."""
+    """Per (base, method, params, k, measure): the percentile interval over subsets and documents (over
+    subsets only, at the same level, where the cells' samples do not allow resampling documents)."""
     counted = per_subset[per_subset.counted]
     rows: list[dict[str, Any]] = []
     for base, series in counted.groupby("base", sort=True):
@@ -62,6 +64,7 @@ def item_intervals(scores: pd.DataFrame, per_subset: pd.DataFrame, store: Any, s
         reference = vectors[base_id[base]]
         if not reference or any(set(v) != set(reference) or any(v[t][0] != reference[t][0] for t in reference)
                                 for v in vectors.values()):
+            rows += _subsets_only(series, sweep_seed, n_boot, level)
             continue
         index = {cid: i for i, cid in enumerate(sorted(needed))}
         tasks = sorted(reference)
@@ -89,5 +92,17 @@ def item_intervals(scores: pd.DataFrame, per_subset: pd.DataFrame, store: Any, s
                 finite = draws[np.isfinite(draws)]
                 lo, hi = (np.quantile(finite, [(1 - level) / 2, (1 + level) / 2]) if len(finite)
                           else (np.nan, np.nan))
-                rows.append({**dict(zip(GROUP, key)), "measure": measure, "ci_low": float(lo), "ci_high": float(hi)})
+                rows.append({**dict(zip(GROUP, key)), "measure": measure, "ci_low": float(lo), "ci_high": float(hi),
+                             "interval": BOTH})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _subsets_only(series: pd.DataFrame, sweep_seed: int, n_boot: int, level: float) -> list[dict[str, Any]]:
+    rows = []
+    for key, g in series.groupby(GROUP, sort=True):
+        for measure in ("gain", "rel_gain_best_single"):
+            lo, hi = bootstrap_ci(g[measure].astype(float).dropna(), bootstrap_seed(sweep_seed, measure, *key),
+                                  n_boot, level)
+            rows.append({**dict(zip(GROUP, key)), "measure": measure, "ci_low": lo, "ci_high": hi,
+                         "interval": SUBSETS})
+    return rows

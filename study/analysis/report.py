@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from study.analysis import curves, sections
-from study.analysis.findings import findings_section, stated_findings
+from study.analysis.findings import N_BOOT_FINDINGS, findings_section, stated_findings, statement_level
 from study.analysis.item_bootstrap import item_intervals
 from study.analysis.lengths import check_token_counts, length_table, per_cell_lengths
 from study.analysis.measures import reference_gains, subset_measures, summarize, task_gains
@@ -102,7 +102,9 @@ def write_report(ctx: Any, store: Any, out_dir: str | Path, *, check_tokens: boo
     coverage_md, coverage = sections.coverage(outcomes, per_subset)
     lengths, longest = length_table(per_cell_lengths(plan, records, store, sweep.evaluation.max_gen_toks))
     labels = series_labels(plan)
-    findings = stated_findings(summary, item_intervals(scores, per_subset, store, sweep.seed))
+    level = statement_level(summary)
+    findings = stated_findings(summary, item_intervals(scores, per_subset, store, sweep.seed,
+                                                       n_boot=N_BOOT_FINDINGS, level=level), level)
     written = _write_tables(out, {"scores.parquet": scores, "summary.csv": summary, "reference.csv": reference,
                                   "task_gains.csv": gains, "coverage.csv": coverage, "lengths.csv": lengths,
                                   "findings.csv": findings})

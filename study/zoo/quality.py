@@ -35,9 +35,9 @@ class Score:
 
 def task_dict(zoo: Zoo) -> dict[str, Any]:
     """lm-eval's task objects for every task of ``zoo``."""
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
-    return get_task_dict(zoo.task_configs(["all"]), TaskManager(include_defaults=False))
+    return dict(TaskManager(include_defaults=False).load(zoo.task_configs(["all"]))["tasks"])
 
 
 def own_skill_plan(zoo: Zoo) -> dict[str, list[str]]:
