@@ -7,8 +7,9 @@ maximum to aⱼ ∈ [0, 1]. Channels the base relies on most are protected: colu
 the base's weights on its most active channel. Embeddings, ``lm_head`` (an output projection that is the
 embedding when tied; methods.md groups it with embeddings) and every non-linear tensor keep the inner merge.
 
-Calibration: ``calibration: zoo`` (default) draws 64 sequences of the mini zoo's training mixture (all skills,
-half of those that have one in step-by-step format) from a seeded generator; any other value is the path of a
+Calibration: ``calibration: zoo`` (default) draws 64 sequences of the mixture the zoo's base trained on (its
+skill weights, its step-by-step share, the half of each table it saw) from a seeded generator; any other value
+is the path of a
 UTF-8 text file whose first 64 non-empty lines are the sequences. Activations are cached in-process per
 (base directory, calibration, device), so a sweep runs the base once.
 """
