@@ -277,19 +277,19 @@ def _check_device(device: str) -> None:
         raise UserError(f"--device {device}: no such CUDA device on this machine; use --device cpu")
 
 
-ModelOpt = typer.Option(..., "--model", metavar="MODEL",
+ModelOpt = typer.Option(None, "--model", metavar="MODEL",
                         help="a checkpoint to merge, named as --base is (repeat for each)")
 
 
 @app.command()
 @friendly
 def merge(
-    method: str = typer.Option(..., "--method", metavar="NAME",
-                               help="a name from `merge-study methods`, mergekit:<name> or peft:<type>"),
+    method: Optional[str] = typer.Option(None, "--method", metavar="NAME",
+                                         help="a name from `merge-study methods`, mergekit:<name> or peft:<type>"),
     base: Optional[str] = typer.Option(None, "--base", metavar="MODEL",
                                        help="base model: a directory, zoo:NAME or a hub id already in the local "
                                             "cache (required by methods that merge task vectors)"),
-    model: List[str] = ModelOpt,
+    model: Optional[List[str]] = ModelOpt,
     set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
                                              help="a method parameter; a per-model value is a comma list in "
                                                   "--model order (repeatable)"),
@@ -300,6 +300,9 @@ def merge(
     vocab_mismatch: str = typer.Option("refuse", "--vocab-mismatch", metavar="MODE",
                                        help="refuse | truncate extra embedding rows"),
     zoo: Optional[Path] = ZooOpt,
+    config: Optional[Path] = typer.Option(None, "--config", metavar="FILE.yml",
+                                          help="a mergekit configuration instead of --method/--base/--model/--set "
+                                               "(native when it maps onto a native method, else run by mergekit)"),
 ) -> None:
     """Merge checkpoints into a Hugging Face model directory that AutoModelForCausalLM loads.
 
@@ -311,6 +314,16 @@ def merge(
     from study.merge import open_inputs, write_merged
     from study.methods.registry import check_name, get_method
 
+    if config is not None:
+        given = [flag for flag, value in (("--method", method), ("--base", base), ("--model", model), ("--set", set_),
+                                          ("--vocab-mismatch", vocab_mismatch != "refuse")) if value]
+        if given:
+            raise UserError(f"--config cannot be combined with {', '.join(given)}: the configuration names the "
+                            f"method, models and parameters")
+        _merge_config(config, out, force, device)
+        return
+    if method is None or not model:
+        raise UserError("merge needs --method and at least one --model (or a mergekit --config FILE.yml)")
     check_name(method)
     info = get_method(method)
     if vocab_mismatch not in ("refuse", "truncate"):
@@ -335,6 +348,18 @@ def merge(
                  metadata={"method": method, "params": params, "base": base, "models": list(model),
                            "base_dir": str(base_dir) if base_dir else None, "model_dirs": [str(d) for d in model_dirs]})
     typer.echo(f"wrote {out} ({method}, {len(model)} models, {time.perf_counter() - t0:.1f} s)")
+
+
+def _merge_config(config: Path, out: Path, force: bool, device: str) -> None:
+    """``merge --config``: a mergekit configuration, run natively when it maps onto a native method."""
+    from study.mergekit_config import merge_config, plan_config
+
+    _check_device(device)
+    plan = plan_config(config, device=device)
+    t0 = time.perf_counter()
+    merge_config(plan, out, force=force, device=device)
+    how = "native " + plan.native.method if plan.native is not None else f"mergekit ({plan.reason})"
+    typer.echo(f"wrote {out} ({plan.config.merge_method} from {config}, {how}, {time.perf_counter() - t0:.1f} s)")
 
 
 @app.command()
