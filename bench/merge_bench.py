@@ -20,6 +20,7 @@ mergekit peak). No thresholds are asserted here.
 
     python bench/merge_bench.py --quick         # zoo (5 methods, once) and SmolLM2 (TA, TIES, Model Stock; twice), k = 2
     python bench/merge_bench.py                 # mini zoo and SmolLM2 variants, k = 2, 4, 8
+    python bench/merge_bench.py --trim          # TIES' exact top-k trim vs a full stable sort, one tensor
 """
 
 from __future__ import annotations
@@ -221,6 +222,43 @@ def ratios(rows: list[dict]) -> dict:
     return out
 
 
+def trim_bench(repeats: int) -> list[dict]:
+    """TIES' trim of one task vector at density 0.2 (``common.keep_top_magnitude``: exact count, ties by index)
+    against the same selection by a full stable sort, on SmolLM2's embedding (49152×576) and a 1536×576
+    projection, with fine-tune-like task vectors (base ± a few ulps) stored in float32 and in bf16."""
+    import torch
+
+    from study.methods.common import keep_top_magnitude
+
+    def stable_sort_keep(delta):
+        keep = max(1, int(0.2 * delta.numel()))
+        mask = torch.zeros(delta.numel(), dtype=torch.bool)
+        mask[torch.sort(delta.abs().flatten(), descending=True, stable=True).indices[:keep]] = True
+        return torch.where(mask.view_as(delta), delta, torch.zeros_like(delta))
+
+    def fastest(fn, delta):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn(delta)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    for shape in [(49152, 576), (1536, 576)]:
+        for dtype in ("float32", "bfloat16"):
+            base = (torch.randn(shape, generator=g) * 0.02).to(getattr(torch, dtype))
+            tuned = (base.float() + torch.randn(shape, generator=g) * 0.002).to(getattr(torch, dtype))
+            delta = tuned.float() - base.float()
+            row = {"shape": list(shape), "dtype": dtype, "top_k_s": fastest(lambda d: keep_top_magnitude(d, 0.2), delta),
+                   "stable_sort_s": fastest(stable_sort_keep, delta)}
+            rows.append(row)
+            print(f"{shape} {dtype:8} exact top-k {row['top_k_s']:.3f}s | full stable sort {row['stable_sort_s']:.3f}s",
+                  flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="k = 2; SmolLM2 only for the methods mergekit has, 2 repeats; the zoo once (under 3 minutes)")
@@ -230,6 +268,7 @@ def main() -> None:
     ap.add_argument("--ks", default=None, help="comma list of k")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--repeats", type=int, default=None, help="runs per measurement, the fastest kept (default 3; with --quick 2, the zoo 1)")
+    ap.add_argument("--trim", action="store_true", help="time TIES' exact top-k trim against a full stable sort")
     ap.add_argument("--json-out", default=None, help="also write every measurement to this file")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--method", default=None, help=argparse.SUPPRESS)
@@ -243,6 +282,9 @@ def main() -> None:
 
             torch.set_num_threads(args.threads)
         print(json.dumps(CHILDREN[args.child](args.method, args.base, args.model, args.out)))
+        return
+    if args.trim:
+        print(json.dumps({"bench": "trim", "rows": trim_bench(args.repeats or 3)}))
         return
     families = (args.families or "zoo,smollm2").split(",")
     ks = [int(k) for k in (args.ks or ("2" if args.quick else "2,4,8")).split(",")]

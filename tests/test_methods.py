@@ -105,16 +105,19 @@ def test_dare_keeps_density_and_rescales():
 
 
 def test_ties_global_threshold_is_exact(llama_family):
-    from study.methods.ties import global_thresholds
+    from study.methods.ties import global_cuts
 
     inputs = open_inputs(llama_family.base, llama_family.checkpoints[:2])
     for density in (0.05, 0.5, 1.0):
-        thresholds = global_thresholds(inputs, density)
+        cuts = global_cuts(inputs, density)
         for i, src in enumerate(inputs.checkpoints):
             mags = torch.cat([(src.get(n).float() - inputs.base.get(n).float()).abs().flatten() for n in inputs.tensor_names()])
             keep = max(1, int(density * mags.numel()))
             expected = 0.0 if keep >= mags.numel() else float(torch.sort(mags, descending=True).values[keep - 1])
-            assert thresholds[i] == expected
+            assert cuts[i].value == expected
+            if keep < mags.numel():
+                ties = cuts[i].ties if cuts[i].ties is not None else int((mags == expected).sum())
+                assert int((mags > expected).sum()) + ties == keep
 
 
 def test_ties_global_differs_from_tensor_scope(llama_family):

@@ -42,6 +42,7 @@ def compare(ours, theirs, skip_embeddings=False, exact=False):
     [
         ("task_arithmetic", "task_arithmetic", {"lambda": 0.7, "weight": [1.0, 0.5, 2.0]}, False, True),
         ("ties", "ties", {"density": 0.3, "lambda": 0.9}, True, False),
+        ("ties", "ties", {"density": 0.3, "lambda": 0.9, "normalize": False}, True, False),
         ("linear", "linear", {"weight": [1.0, 2.0, 3.0]}, False, False),
         ("model_stock", "model_stock", {}, False, False),
         ("breadcrumbs", "breadcrumbs", {"density": 0.6, "gamma": 0.05}, False, False),
@@ -53,13 +54,24 @@ def test_native_equals_mergekit(llama_family, mergekit_api, native, adapter, par
     mk_params = dict(params)
     if native == "ties":
         mk_params["density"] = [params["density"]] * 3
-        mk_params["normalize"] = True
+        mk_params["normalize"] = params.get("normalize", True)
     if native == "breadcrumbs":
         mk_params = {"density": [0.6] * 3, "gamma": [0.05] * 3}
     if native == "task_arithmetic":
         mk_params["normalize"] = False
     theirs = run(llama_family.base, ckpts, f"mergekit:{adapter}", **mk_params)
     compare(ours, theirs, skip_embeddings, exact)
+
+
+def test_ties_equals_mergekit_on_bf16_ties_at_the_threshold(qwen3_family, mergekit_api, monkeypatch):
+    """The bf16 family has many equal magnitudes at the trim threshold: both keep exactly floor(density*n),
+    and mergekit's argsort, made stable, keeps the same lowest-index ties as ours."""
+    argsort = torch.argsort
+    monkeypatch.setattr(torch, "argsort", lambda t, *a, **kw: argsort(t, *a, **{**kw, "stable": True}))
+    ckpts = qwen3_family.checkpoints[:3]
+    ours = run(qwen3_family.base, ckpts, "ties", density=0.2)
+    theirs = run(qwen3_family.base, ckpts, "mergekit:ties", density=[0.2] * 3, normalize=True)
+    compare(ours, theirs, skip_embeddings=True)
 
 
 def test_slerp_equals_mergekit_with_first_checkpoint_as_base(llama_family, mergekit_api):

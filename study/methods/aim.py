@@ -25,7 +25,7 @@ from torch import Tensor
 from study.errors import MethodError
 from study.methods.common import task_vectors, weighted_sum
 from study.methods.schema import merge_method
-from study.methods.ties import ties_delta, ties_prepass
+from study.methods.ties import TIES_RANGES, ties_delta, ties_prepass
 
 SEQUENCES = 64
 MAX_TOKENS = 512
@@ -106,8 +106,8 @@ def aim_prepass(inputs: Any, params: dict[str, Any]) -> dict[str, Any]:
     "aim",
     reference="Nobari et al. 2025, Activation-Informed Merging of Large Language Models, "
     "https://arxiv.org/abs/2502.02421",
-    version=1,
-    ranges={"omega": {"low": 0.0, "high": 1.0}, "density": {"low": 0.0, "low_open": True, "high": 1.0}},
+    version=2,
+    ranges={**TIES_RANGES, "omega": {"low": 0.0, "high": 1.0}},
     prepass=aim_prepass,
 )
 def aim(
@@ -121,16 +121,17 @@ def aim(
     weight: list[float] = 1.0,  # type: ignore[assignment]
     density: float = 0.2,
     trim_scope: Literal["tensor", "global"] = "tensor",
+    normalize: bool = True,
     tensor_name: str | None = None,
     context: dict[str, Any] | None = None,
 ) -> Tensor:
     """Merge with the inner method, then shrink the delta on the base's most active input channels.
 
-    ``lambda``, ``weight``, ``density`` and ``trim_scope`` are the inner method's (density and trim_scope
+    ``lambda``, ``weight``, ``density``, ``trim_scope`` and ``normalize`` are the inner method's (the last three
     only for ``ties``).
     """
     if inner_method == "ties":
-        delta = lambda_ * ties_delta(base, tensors, weight, density, trim_scope, context, tensor_name)
+        delta = lambda_ * ties_delta(base, tensors, weight, density, trim_scope, context, tensor_name, normalize)
     else:
         delta = lambda_ * weighted_sum(task_vectors(base, tensors), weight)
     activations = (context or {}).get("aim_activations")

@@ -3,15 +3,15 @@
 Per tensor of each τᵢ: rank entries by |value|, drop the top ``gamma`` fraction (outliers), keep the next
 ``density`` fraction, zero the rest; then task arithmetic. Counts follow mergekit's ``magnitude_outliers``:
 keep ⌊density·n⌋ entries and drop ⌊gamma·n⌋ outliers above them, fewer outliers when both do not fit, so
-``density: 1`` keeps everything. The sort is stable, so equal magnitudes are resolved by position.
+``density: 1`` keeps everything. Equal magnitudes are ranked by position, as a stable ascending sort (the order
+mergekit's ``sort`` gives when it is stable); ``common.ascending_rank_window`` finds that band without sorting.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from study.methods.common import task_vectors, weighted_sum
+from study.methods.common import ascending_rank_window, task_vectors, weighted_sum
 from study.methods.schema import merge_method
 
 
@@ -23,10 +23,8 @@ def outlier_band(delta: Tensor, density: float, gamma: float) -> Tensor:
     drop_bottom = n - keep - drop_top
     if drop_top == 0 and drop_bottom == 0:
         return delta
-    order = torch.sort(delta.abs().flatten(), stable=True).indices
-    mask = torch.zeros(n, dtype=delta.dtype, device=delta.device)
-    mask[order[drop_bottom : drop_bottom + keep]] = 1
-    return delta * mask.view_as(delta)
+    mask = ascending_rank_window(delta.abs().flatten(), drop_bottom, drop_bottom + keep)
+    return delta * mask.view_as(delta).to(delta.dtype)
 
 
 @merge_method(

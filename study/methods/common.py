@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -37,19 +38,25 @@ def stack_weights(weight: list[float], like: Tensor) -> Tensor:
     return torch.tensor(per_model(weight, like.shape[0]), dtype=like.dtype, device=like.device).view(-1, *([1] * (like.dim() - 1)))
 
 
-def disjoint_merge(deltas: Tensor, weight: list[float]) -> Tensor:
-    """TIES steps 2–3 on a ``(T, *shape)`` stack of (trimmed) task vectors.
+def disjoint_parts(deltas: Tensor, weight: list[float]) -> tuple[Tensor, Tensor]:
+    """TIES steps 2–3 before the division, on a ``(T, *shape)`` stack of (trimmed) task vectors.
 
-    Elect γ = sign(Σ wᵢ τ̂ᵢ) per entry (an exact zero elects +), then average wᵢ τ̂ᵢ over the models whose τ̂ᵢ
-    is non-zero and has sign γ, dividing by the sum of their weights (0 where none agrees). This is
-    mergekit's ``ties`` with ``normalize: true``.
+    Elect γ = sign(Σ wᵢ τ̂ᵢ) per entry (an exact zero elects +); return Σ wᵢ τ̂ᵢ over the models whose τ̂ᵢ is
+    non-zero with sign γ, and the sum of those models' weights (mergekit's ``mixed_delta`` and ``divisor``).
     """
     w = stack_weights(weight, deltas)
     weighted = deltas * w
     elected = torch.where(weighted.sum(dim=0) >= 0, 1.0, -1.0).to(deltas.dtype)
     agree = (torch.sign(deltas) == elected) & (deltas != 0)
-    total = (weighted * agree).sum(dim=0)
-    norm = (w * agree).sum(dim=0)
+    return (weighted * agree).sum(dim=0), (w * agree).sum(dim=0)
+
+
+def disjoint_merge(deltas: Tensor, weight: list[float], normalize: bool = True) -> Tensor:
+    """TIES steps 2–3: the agreeing entries' weighted sum (``disjoint_parts``), divided per entry by the agreeing
+    models' weights when ``normalize`` (0 where none agrees), as mergekit's ``ties`` with that ``normalize``."""
+    total, norm = disjoint_parts(deltas, weight)
+    if not normalize:
+        return total
     return torch.where(norm != 0, total / torch.where(norm == 0, torch.ones_like(norm), norm), torch.zeros_like(total))
 
 
@@ -72,16 +79,27 @@ SAMPLE_SIZE = 1 << 14
 
 def kth_smallest(values: Tensor, k: int) -> Tensor:
     """Exactly ``torch.kthvalue(values, k).values`` for a 1-D tensor (k is 1-based), several times faster on
-    large CPU tensors.
+    large CPU tensors (``kth_smallest_counted``)."""
+    return kth_smallest_counted(values, k)[0]
+
+
+def _counted(values: Tensor, value: Tensor) -> tuple[Tensor, int, int]:
+    return value, int((values < value).sum()), int((values == value).sum())
+
+
+def kth_smallest_counted(values: Tensor, k: int) -> tuple[Tensor, int, int]:
+    """``(v, below, equal)``: v = ``torch.kthvalue(values, k).values`` exactly, with the counts of entries
+    below and equal to it (what an exact top-k needs to resolve ties at v).
 
     ``kthvalue`` is a single-threaded quickselect over a copy (4.2 s of a 7.8 s TIES merge of two SmolLM2
     checkpoints). Here a random sample brackets the answer, two vectorised passes count the entries below
-    the bracket and gather the few inside it, and ``kthvalue`` runs on that small set. When the bracket
-    misses (an unlucky sample, many ties), it falls back to ``kthvalue`` on everything: never approximate.
+    the bracket and gather the few inside it, and ``kthvalue`` runs on that small set, whose counts give
+    ``below`` and ``equal`` without another pass. When the bracket misses (an unlucky sample, many ties), it
+    falls back to ``kthvalue`` on everything: never approximate.
     """
     n = values.numel()
     if n <= 4 * SAMPLE_SIZE or values.device.type != "cpu":
-        return torch.kthvalue(values, k).values
+        return _counted(values, torch.kthvalue(values, k).values)
     # Random positions (fixed seed): a regular stride can be a multiple of the row length and sample one column.
     positions = torch.randint(0, n, (SAMPLE_SIZE,), generator=torch.Generator().manual_seed(0))
     sample = values[positions]
@@ -93,37 +111,98 @@ def kth_smallest(values: Tensor, k: int) -> Tensor:
     lo, hi = ordered[max(0, centre - margin)], ordered[min(m - 1, centre + margin)]
     below = int((values < lo).sum())
     if bool(lo == hi):  # a tie spans the bracket (bf16 task vectors have many exact zeros): no selection left
-        if below < k <= int((values <= hi).sum()):
-            return lo.clone()
-        return torch.kthvalue(values, k).values
+        at_most = int((values <= hi).sum())
+        if below < k <= at_most:
+            return lo.clone(), below, at_most - below
+        return _counted(values, torch.kthvalue(values, k).values)
     inside = values[(values >= lo) & (values <= hi)]
     if below < k <= below + inside.numel():
-        return torch.kthvalue(inside, k - below).values
-    return torch.kthvalue(values, k).values
+        value = torch.kthvalue(inside, k - below).values
+        return value, below + int((inside < value).sum()), int((inside == value).sum())
+    return _counted(values, torch.kthvalue(values, k).values)
 
 
-def top_magnitude_threshold(delta: Tensor, density: float) -> Tensor:
-    """The |value| at or above which ``keep_top_magnitude`` keeps an entry (0 when it keeps all)."""
-    n = delta.numel()
-    keep = max(1, int(density * n))
+@dataclass(frozen=True)
+class TopK:
+    """Which entries a selection of the largest magnitudes keeps: every |x| > ``value``, and of the entries with
+    |x| == ``value`` the first ``ties`` in flat (row-major) order, or all of them when ``ties`` is None.
+
+    This is the set that a stable descending sort's first ``keep`` positions hold, i.e. mergekit's
+    ``argsort(|x|, descending=True)[:keep]`` with equal magnitudes ordered by position (mergekit's own sort is
+    not stable, so its choice among equal magnitudes is whatever the sort kernel gives).
+    """
+
+    value: float
+    ties: int | None = None
+
+
+KEEP_ALL = TopK(0.0)
+
+
+def top_k_cut(magnitudes: Tensor, keep: int) -> TopK:
+    """The ``TopK`` that keeps exactly ``keep`` entries of the 1-D float32 ``magnitudes`` (all when keep >= n).
+
+    ``kth_smallest_counted`` finds the threshold without a full sort, and how many entries equal to it fit.
+    """
+    n = magnitudes.numel()
     if keep >= n:
-        return torch.zeros((), dtype=delta.dtype, device=delta.device)
-    return kth_smallest(delta.abs().flatten().float(), n - keep + 1).to(delta.dtype)
+        return KEEP_ALL
+    value, below, equal = kth_smallest_counted(magnitudes, n - keep + 1)
+    above = n - below - equal
+    return TopK(float(value), None if above + equal == keep else keep - above)
+
+
+def top_k_mask(magnitudes: Tensor, cut: TopK, seen: int = 0) -> tuple[Tensor, int]:
+    """The keep mask of one 1-D block of magnitudes under ``cut``, and the count of entries equal to
+    ``cut.value`` seen so far (``seen`` of them in earlier blocks), so that a tensor masked block by block gets
+    the same mask as at once. Only the block where the quota of ties runs out needs their positions."""
+    if cut.ties is None:
+        return magnitudes >= cut.value, seen
+    if seen >= cut.ties:
+        return magnitudes > cut.value, seen
+    equal = magnitudes == cut.value
+    count = int(equal.sum())
+    mask = magnitudes >= cut.value
+    if seen + count > cut.ties:
+        last = int(torch.nonzero(equal).flatten()[cut.ties - seen - 1])
+        mask[last + 1 :] = magnitudes[last + 1 :] > cut.value
+    return mask, seen + count
+
+
+def keep_count(density: float, n: int) -> int:
+    """How many entries a magnitude trim keeps: ``max(1, ⌊density·n⌋)``, mergekit's ``magnitude`` count."""
+    return max(1, int(density * n))
 
 
 def keep_top_magnitude(delta: Tensor, density: float) -> Tensor:
-    """Zero all but the ``max(1, floor(density·n))`` entries of largest |value| (mergekit's count).
+    """Zero all but exactly ``max(1, ⌊density·n⌋)`` entries of largest |value|; among equal magnitudes at the
+    threshold the lowest flat indices are kept (see ``TopK``)."""
+    mag = delta.abs().flatten().float()
+    mask, _ = top_k_mask(mag, top_k_cut(mag, keep_count(density, delta.numel())))
+    return torch.where(mask.view_as(delta), delta, torch.zeros_like(delta))
 
-    Uses ``kthvalue`` on the magnitudes instead of a full sort; ties at the threshold may keep a few extra
-    entries, which methods.md leaves unspecified.
+
+def ascending_rank_window(magnitudes: Tensor, lo: int, hi: int) -> Tensor:
+    """The mask of the entries whose rank in a **stable ascending** sort of the 1-D ``magnitudes`` is in
+    [lo, hi): ``sort(magnitudes, stable=True).indices[lo:hi]`` as a mask, found without sorting.
+
+    The two boundary values come from ``kth_smallest``; entries strictly between them are in, and entries equal to
+    a boundary value are in when their rank (entries below the value, plus their position among the equal
+    ones) falls in the window.
     """
-    n = delta.numel()
-    keep = max(1, int(density * n))
-    if keep >= n:
-        return delta
-    mag = delta.abs().flatten()
-    threshold = kth_smallest(mag.float(), n - keep + 1)
-    return torch.where(delta.abs() >= threshold, delta, torch.zeros_like(delta))
+    n = magnitudes.numel()
+    if lo >= hi:
+        return torch.zeros_like(magnitudes, dtype=torch.bool)
+    if lo == 0 and hi >= n:
+        return torch.ones_like(magnitudes, dtype=torch.bool)
+    low = kth_smallest(magnitudes, lo + 1)
+    high = kth_smallest(magnitudes, hi)
+    mask = (magnitudes > low) & (magnitudes < high)
+    for value in {float(low), float(high)}:
+        equal = magnitudes == value
+        rank = torch.cumsum(equal, 0) - 1 + int((magnitudes < value).sum())
+        mask |= equal & (rank >= lo) & (rank < hi)
+    return mask
 
 
 PROJECTION_MARKERS = (
@@ -146,6 +225,13 @@ def is_2d_non_embedding(name: str | None, tensor: Tensor) -> bool:
 def is_projection(name: str | None) -> bool:
     """methods.md's "projection": an attention or MLP projection weight (subspace boosting's scope)."""
     return any(m in (name or "") for m in PROJECTION_MARKERS)
+
+
+ALPHA_APPLIES_HELP = (
+    "true: alpha scales the merged delta (mergekit PR #639 at 903c139, where lambda scales it); false: alpha has "
+    "no effect, theta = base + merged (the study fork at 3f031f3, where the subspace result replaced the scaled "
+    "delta, so the study's v1 effectively used alpha 1)"
+)
 
 
 def mean_of(tensors: list[Tensor]) -> Tensor:

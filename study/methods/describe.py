@@ -51,6 +51,7 @@ def describe_info(info: MethodInfo) -> dict[str, Any]:
                 "choices": list(p.choices) if p.choices else None,
                 "range": p.describe().split(" in ", 1)[1] if " in " in p.describe() else None,
                 "text": p.describe(),
+                "help": p.help,
             }
             for p in info.params
         ],
@@ -83,6 +84,8 @@ def format_methods() -> str:
             lines.append(f"    {m['reference']}")
         for p in m["params"]:
             lines.append(f"    {p['text']}")
+            if p.get("help"):
+                lines.append(f"        {p['help']}")
     return "\n".join(lines)
 
 

@@ -2,8 +2,10 @@
 
 Per tensor, flattened: cᵢⱼ = ⟨τᵢ, τⱼ⟩ / max(‖τᵢ‖‖τⱼ‖, 1e-6) clamped to [−1, 1]; cosθ = mean over pairs;
 t = T·cosθ / (1 + (T − 1)·cosθ); θ = t · mean(θᵢ) + (1 − t) · θ₀. The interpolation ratio needs at least two
-task vectors, so the method is not applicable at k = 1. Where 1 + (T − 1)·cosθ is (numerically) zero there is
-no finite ratio; like mergekit we keep the base there (t = 0) rather than amplify opposing updates.
+task vectors, so the method is not applicable at k = 1. Where |1 + (T − 1)·cosθ| < 1e-6 there is no finite
+ratio; we keep the base there (t = 0) rather than amplify opposing updates. mergekit 0.1.5 (the version this
+project requires) does the same, with the same 1e-6 bound; mergekit 0.1.4 and earlier, the study fork among them,
+have no guard and give inf/NaN there.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Merging many experts makes the merged task vector's spectrum collapse onto a few
 Boosting raises the small singular values of each projection matrix: with Δ = U S Vᵀ, c is the first index
 where cumsum(S)/ΣS ≥ ``beta`` (the last index if none) and S' = max(S, S[c]); other tensors keep Δ. Δ is the
 base method's merged task vector before λ — Σ wᵢ τᵢ for ``task_arithmetic``, TIES' disjoint merge for
-``ties`` — and θ = θ₀ + λ · Δ'. Following the paper (and methods.md), the finished TIES merge is boosted; the
-study fork's Jan-2026 code normalises TIES after boosting instead.
+``ties`` — and θ = θ₀ + λ · Δ'. By default the finished TIES merge is boosted, as the study fork did at
+3f031f3 (Oct 2025, before the paper's v1); ``boost_order: before_normalize`` boosts the unnormalised sum and
+divides afterwards, as mergekit PR #639 does at 903c139 (Jan 2026).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from study.methods.common import is_projection, svd, task_vectors, weighted_sum
 from study.methods.schema import merge_method
-from study.methods.ties import ties_delta, ties_prepass
+from study.methods.ties import TIES_RANGES, ties_delta, ties_parts, ties_prepass
 
 
 def boost(delta: Tensor, beta: float) -> Tensor:
@@ -33,11 +34,23 @@ def boosting_prepass(inputs: Any, params: dict[str, Any]) -> dict[str, Any]:
     return ties_prepass(inputs, params) if params.get("base_method") == "ties" else {}
 
 
+BOOST_ORDER_HELP = (
+    "with base_method ties and normalize: after_normalize boosts the finished disjoint mean (the study fork at "
+    "3f031f3, before the paper's v1); before_normalize boosts the agreeing entries' weighted sum, then divides "
+    "per entry by the agreeing weights (mergekit PR #639 at 903c139). No effect otherwise"
+)
+
+
 @merge_method(
     "subspace_boosting",
     reference="Skorobogat et al. 2025, Subspace Boosting for Model Merging, https://arxiv.org/abs/2506.16506",
-    version=1,
-    ranges={"beta": {"low": 0.0, "high": 1.0}, "density": {"low": 0.0, "low_open": True, "high": 1.0}},
+    version=2,
+    ranges={
+        **TIES_RANGES,
+        "beta": {"low": 0.0, "high": 1.0, "help": "cumulative share of the singular values at which the clamp "
+                 "value is read (the authors' svd_thresh, with cumsum)"},
+        "boost_order": {"help": BOOST_ORDER_HELP},
+    },
     prepass=boosting_prepass,
 )
 def subspace_boosting(
@@ -50,17 +63,24 @@ def subspace_boosting(
     weight: list[float] = 1.0,  # type: ignore[assignment]
     density: float = 0.2,
     trim_scope: Literal["tensor", "global"] = "tensor",
+    normalize: bool = True,
+    boost_order: Literal["after_normalize", "before_normalize"] = "after_normalize",
     tensor_name: str | None = None,
     context: dict[str, Any] | None = None,
 ) -> Tensor:
     """Merge with the base method, then lift the small singular values of every projection's merged delta.
 
-    ``density`` and ``trim_scope`` only matter with ``base_method: ties``.
+    ``density``, ``trim_scope``, ``normalize`` and ``boost_order`` only matter with ``base_method: ties``.
     """
+    boosted = is_projection(tensor_name) and base.dim() == 2
+    if base_method == "ties" and boosted and normalize and boost_order == "before_normalize":
+        total, norm = ties_parts(base, tensors, weight, density, trim_scope, context, tensor_name)
+        divisor = torch.where(norm == 0, torch.ones_like(norm), norm)  # mergekit's divisor: 1 where none agrees
+        return base + lambda_ * (boost(total, beta).to(base.device) / divisor)
     if base_method == "ties":
-        delta = ties_delta(base, tensors, weight, density, trim_scope, context, tensor_name)
+        delta = ties_delta(base, tensors, weight, density, trim_scope, context, tensor_name, normalize)
     else:
         delta = weighted_sum(task_vectors(base, tensors), weight)
-    if is_projection(tensor_name) and delta.dim() == 2:
+    if boosted:
         delta = boost(delta, beta).to(base.device)
     return base + lambda_ * delta

@@ -1,24 +1,38 @@
 """TIES-Merging: trim, elect sign, disjoint merge (Yadav et al. 2023, arXiv 2306.01708).
 
-Per methods.md: keep the ``density`` fraction of each task vector's largest-magnitude entries, elect a sign
-per entry, average the agreeing entries, add λ times the result to the base. With ``trim_scope: tensor``
-(the default, as mergekit and the study's fork) ranking is within each tensor; with ``trim_scope: global``
-(the paper) it is over model i's whole flattened task vector, whose threshold a prepass finds.
+Per methods.md: keep exactly max(1, ⌊density·n⌋) of each task vector's largest-magnitude entries, elect a sign
+per entry, average the agreeing entries (or sum them, ``normalize: false``), add λ times the result to the base.
+With ``trim_scope: tensor`` (the default, as mergekit and the study's fork) ranking is within each tensor; with
+``trim_scope: global`` (the paper) it is over model i's whole flattened task vector, whose threshold a prepass
+finds. Equal magnitudes at the threshold are kept lowest index first (``common.TopK``): in bf16 checkpoints
+many task-vector entries share a magnitude, and keeping every |τ| ≥ threshold kept 26–37% at density 0.2.
 
 The global threshold is found exactly by a two-pass radix select on the float32 bit patterns of |τᵢ| (for
 non-negative floats the bit pattern orders like the value): pass one counts the high 16 bits of every entry
-into 32768 bins per model, pass two resolves the low 16 bits inside the one bin that holds the cut. Memory is
-O(k · 65536) counters, not one model's magnitudes; each pass streams the checkpoints once.
+into 32768 bins per model, pass two resolves the low 16 bits inside the one bin that holds the cut, which also
+gives how many entries equal to the threshold are kept. When that is fewer than all of them, a third pass
+hands each tensor its share, in the base's tensor order. Memory is O(k · 65536) counters plus k integers per
+tensor, not one model's magnitudes; each pass streams the checkpoints once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from study.methods.common import blocks, disjoint_merge, top_magnitude_threshold
+from study.methods.common import (
+    KEEP_ALL,
+    TopK,
+    blocks,
+    disjoint_merge,
+    disjoint_parts,
+    keep_count,
+    top_k_cut,
+    top_k_mask,
+)
 from study.methods.schema import merge_method
 
 HIGH_BINS = 1 << 15
@@ -37,8 +51,12 @@ def _cut(hist: Tensor, rank: int) -> tuple[int, int]:
     return len(hist) - 1 - pos, rank - above
 
 
-def global_thresholds(inputs: Any, density: float) -> list[float]:
-    """Per model, the magnitude of the ``max(1, ⌊density·n⌋)``-th largest entry of its task vector."""
+def global_cuts(inputs: Any, density: float) -> list[TopK]:
+    """Per model, the ``TopK`` that keeps exactly ``max(1, ⌊density·n⌋)`` entries of its whole task vector.
+
+    ``value`` is the magnitude of the last kept entry and ``ties`` how many entries equal to it are kept (None:
+    all of them), counted in the order of the base's tensors and, within a tensor, by flat index.
+    """
     k = len(inputs.checkpoints)
     high = [torch.zeros(HIGH_BINS, dtype=torch.long) for _ in range(k)]
     total = [0] * k
@@ -49,7 +67,7 @@ def global_thresholds(inputs: Any, density: float) -> list[float]:
             bits = _magnitude_bits(base, t)
             high[i] += torch.bincount(bits >> 16, minlength=HIGH_BINS).cpu()
             total[i] += bits.numel()
-    keep = [max(1, int(density * n)) for n in total]
+    keep = [keep_count(density, n) for n in total]
     cuts = [_cut(h, r) for h, r in zip(high, keep)]
     low = [torch.zeros(LOW_BINS, dtype=torch.long) for _ in range(k)]
     for _, base, tensors in inputs.iter_tensors():
@@ -61,34 +79,85 @@ def global_thresholds(inputs: Any, density: float) -> list[float]:
             low[i] += torch.bincount(inside, minlength=LOW_BINS).cpu()
     out = []
     for i in range(k):
-        low_bin, _ = _cut(low[i], cuts[i][1])
+        if keep[i] >= total[i]:
+            out.append(KEEP_ALL)
+            continue
+        low_bin, ties = _cut(low[i], cuts[i][1])
         pattern = torch.tensor([(cuts[i][0] << 16) | low_bin], dtype=torch.int32)
-        out.append(float(pattern.view(torch.float32)[0]) if keep[i] < total[i] else 0.0)
+        value = float(pattern.view(torch.float32)[0])
+        out.append(TopK(value, None if ties == int(low[i][low_bin]) else ties))
     return out
 
 
+def tensor_quotas(inputs: Any, cuts: list[TopK]) -> dict[str, list[int | None]]:
+    """How many of model i's entries equal to its global threshold each tensor keeps: the first ``ties`` of
+    them in the base's tensor order (a third streaming pass, only when some model has ties to break)."""
+    left = [c.ties for c in cuts]
+    quotas: dict[str, list[int | None]] = {}
+    if all(t is None for t in left):
+        return quotas
+    for name, base, tensors in inputs.iter_tensors():
+        if not base.is_floating_point():
+            continue
+        row: list[int | None] = []
+        for i, t in enumerate(tensors):
+            if left[i] is None:
+                row.append(None)
+                continue
+            equal = int(((t - base).abs() == cuts[i].value).sum())
+            row.append(min(left[i], equal))
+            left[i] -= row[-1]
+        quotas[name] = row
+    return quotas
+
+
 def ties_prepass(inputs: Any, params: dict[str, Any]) -> dict[str, Any]:
-    """The global trim thresholds when ``trim_scope: global``; nothing otherwise."""
+    """The global trim (each model's ``TopK`` and its per-tensor tie quotas) when ``trim_scope: global``."""
     if params.get("trim_scope", "tensor") != "global":
         return {}
-    return {"ties_thresholds": global_thresholds(inputs, float(params["density"]))}
+    cuts = global_cuts(inputs, float(params["density"]))
+    return {"ties_cuts": cuts, "ties_quotas": tensor_quotas(inputs, cuts)}
 
 
-def trim_thresholds(
+def trim_cuts(
     base: Tensor, tensors: list[Tensor], density: float, trim_scope: str, context: dict[str, Any] | None, name: str | None
-) -> Tensor:
-    """TIES step 1 as one |τᵢ| threshold per model, shaped ``(T, 1)``: entries below it are trimmed.
+) -> list[TopK]:
+    """TIES step 1 as one ``TopK`` per model for this tensor.
 
-    ``tensor`` scope: the ``max(1, ⌊density·n⌋)``-th largest |τᵢ| of this tensor (``kthvalue``, no sort);
-    ``global`` scope: the prepass's threshold over model i's whole task vector.
+    ``tensor`` scope: exactly ``max(1, ⌊density·n⌋)`` of this tensor's |τᵢ| (``top_k_cut``, no sort);
+    ``global`` scope: the prepass's threshold over model i's whole task vector, with this tensor's share of the
+    entries equal to it.
     """
     if trim_scope == "tensor":
-        values = [top_magnitude_threshold(t - base, density) for t in tensors]
-        return torch.stack(values).view(-1, 1)
-    thresholds = (context or {}).get("ties_thresholds")
-    if thresholds is None:
+        keep = keep_count(density, base.numel())
+        return [top_k_cut((t - base).abs().flatten(), keep) for t in tensors]
+    cuts = (context or {}).get("ties_cuts")
+    if cuts is None:
         raise RuntimeError(f"ties with trim_scope global needs the prepass thresholds (tensor {name})")
-    return torch.tensor(thresholds, dtype=base.dtype, device=base.device).view(-1, 1)
+    quotas = (context or {}).get("ties_quotas", {}).get(name or "", [None] * len(cuts))
+    return [TopK(c.value, q) for c, q in zip(cuts, quotas)]
+
+
+def _trimmed_blocks(
+    base: Tensor, tensors: list[Tensor], density: float, trim_scope: str, context: dict[str, Any] | None,
+    name: str | None,
+) -> Iterator[tuple[slice, Tensor]]:
+    """TIES step 1, block by block (``common.blocks``): each block's ``(T, block)`` stack of trimmed τᵢ.
+
+    Only the cuts need the whole tensor; the masks carry each model's count of threshold ties across blocks, so
+    the result is entry for entry the same as trimming whole tensors.
+    """
+    cuts = trim_cuts(base, tensors, density, trim_scope, context, name)
+    seen = [0] * len(tensors)
+    flat_base, flat = base.reshape(-1), [t.reshape(-1) for t in tensors]
+    for block in blocks(flat_base.numel(), base.device):
+        b = flat_base[block]
+        rows = []
+        for i, t in enumerate(flat):
+            delta = t[block] - b
+            mask, seen[i] = top_k_mask(delta.abs(), cuts[i], seen[i])
+            rows.append(torch.where(mask, delta, torch.zeros_like(delta)))
+        yield block, torch.stack(rows)
 
 
 def ties_delta(
@@ -99,28 +168,58 @@ def ties_delta(
     trim_scope: str = "tensor",
     context: dict[str, Any] | None = None,
     tensor_name: str | None = None,
+    normalize: bool = True,
 ) -> Tensor:
-    """Steps 1–3 of TIES: the merged task vector before λ (shared with subspace boosting and AIM).
-
-    Only the thresholds need the whole tensor; trimming, sign election and the disjoint mean are elementwise
-    and run block by block (``common.blocks``), entry for entry the same as on whole tensors.
-    """
-    thresholds = trim_thresholds(base, tensors, density, trim_scope, context, tensor_name)
+    """Steps 1–3 of TIES: the merged task vector before λ (shared with subspace boosting and AIM)."""
     out = torch.empty_like(base)
-    flat_out, flat_base, flat = out.view(-1), base.reshape(-1), [t.reshape(-1) for t in tensors]
-    for block in blocks(flat_out.numel(), base.device):
-        b = flat_base[block]
-        deltas = torch.stack([t[block] - b for t in flat])
-        trimmed = torch.where(deltas.abs() >= thresholds, deltas, torch.zeros_like(deltas))
-        flat_out[block] = disjoint_merge(trimmed, weight)
+    flat_out = out.view(-1)
+    for block, trimmed in _trimmed_blocks(base, tensors, density, trim_scope, context, tensor_name):
+        flat_out[block] = disjoint_merge(trimmed, weight, normalize)
     return out
+
+
+def ties_parts(
+    base: Tensor,
+    tensors: list[Tensor],
+    weight: list[float],
+    density: float,
+    trim_scope: str = "tensor",
+    context: dict[str, Any] | None = None,
+    tensor_name: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Steps 1–3 of TIES without the division: the agreeing entries' weighted sum and the agreeing models'
+    weights, per entry (``common.disjoint_parts``), for a caller that transforms the sum before normalising."""
+    total, norm = torch.empty_like(base), torch.empty_like(base)
+    flat_total, flat_norm = total.view(-1), norm.view(-1)
+    for block, trimmed in _trimmed_blocks(base, tensors, density, trim_scope, context, tensor_name):
+        flat_total[block], flat_norm[block] = disjoint_parts(trimmed, weight)
+    return total, norm
+
+
+NORMALIZE_HELP = (
+    "divide each entry by the summed weights of the models that agree with its elected sign (mergekit's "
+    "normalize, true in mergekit's ties and the study fork); false keeps the agreeing entries' weighted sum"
+)
+DENSITY_HELP = (
+    "fraction of each task vector kept by magnitude: exactly max(1, floor(density*n)) entries, equal magnitudes "
+    "at the threshold kept lowest index first (mergekit's default 1.0 keeps all)"
+)
+TRIM_SCOPE_HELP = (
+    "what n counts: tensor = this tensor (mergekit, the study fork); global = model i's whole task vector "
+    "(the paper), ties broken in the base's tensor order"
+)
+TIES_RANGES = {
+    "density": {"low": 0.0, "low_open": True, "high": 1.0, "help": DENSITY_HELP},
+    "trim_scope": {"help": TRIM_SCOPE_HELP},
+    "normalize": {"help": NORMALIZE_HELP},
+}
 
 
 @merge_method(
     "ties",
     reference="Yadav et al. 2023, TIES-Merging, https://arxiv.org/abs/2306.01708",
-    version=1,
-    ranges={"density": {"low": 0.0, "low_open": True, "high": 1.0}},
+    version=2,
+    ranges=TIES_RANGES,
     prepass=ties_prepass,
 )
 def ties(
@@ -131,8 +230,9 @@ def ties(
     density: float = 0.2,
     lambda_: float = 1.0,
     trim_scope: Literal["tensor", "global"] = "tensor",
+    normalize: bool = True,
     tensor_name: str | None = None,
     context: dict[str, Any] | None = None,
 ) -> Tensor:
     """Trim each task vector to its top-``density`` entries, elect signs, average agreeing entries."""
-    return base + lambda_ * ties_delta(base, tensors, weight, density, trim_scope, context, tensor_name)
+    return base + lambda_ * ties_delta(base, tensors, weight, density, trim_scope, context, tensor_name, normalize)

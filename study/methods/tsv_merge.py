@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from study.methods.common import is_2d_non_embedding, mean_of, orthogonalise, svd, task_vectors
+from study.methods.common import (
+    ALPHA_APPLIES_HELP,
+    is_2d_non_embedding,
+    mean_of,
+    orthogonalise,
+    svd,
+    task_vectors,
+)
 from study.methods.schema import merge_method
 
 
@@ -37,10 +44,15 @@ def tsv_delta(deltas: list[Tensor]) -> Tensor:
     reference="Gargiulo et al. 2025, Task Singular Vectors: Reducing Task Interference in Model Merging, "
     "https://arxiv.org/abs/2412.00081",
     version=1,
+    ranges={"alpha_applies": {"help": ALPHA_APPLIES_HELP}},
 )
-def tsv_merge(base: Tensor, tensors: list[Tensor], *, alpha: float = 1.0, tensor_name: str | None = None) -> Tensor:
+def tsv_merge(
+    base: Tensor, tensors: list[Tensor], *, alpha: float = 1.0, alpha_applies: bool = True,
+    tensor_name: str | None = None,
+) -> Tensor:
     """Keep each task's top singular directions, decorrelate them, add alpha times the result."""
     deltas = task_vectors(base, tensors)
+    alpha = alpha if alpha_applies else 1.0
     if is_2d_non_embedding(tensor_name, base):
         return base + alpha * tsv_delta(deltas).to(base.device)
     return base + alpha * mean_of(deltas)
