@@ -1,7 +1,8 @@
-"""Evaluation backends by name (the sweep's ``evaluation.backend``): ``hf`` in-process, ``vllm`` in a subprocess.
+"""Evaluation backends by name (the sweep's ``evaluation.backend``): ``hf`` in memory, ``vllm`` on a resident engine.
 
 Each name points at an evaluator class, ``cls(model_dir, spec, tasks, *, trust_remote_code, ...)`` with an
-``evaluate(state_dict)`` method; it is imported only when a sweep evaluates with it (lm-eval, vLLM).
+``evaluate(state_dict)`` method (and ``evaluate_ensemble(state_dicts)`` where it does not hand the evaluator to
+``study.ensemble``); it is imported only when a sweep evaluates with it (lm-eval, vLLM).
 """
 
 from __future__ import annotations

@@ -138,13 +138,13 @@ def run(
 
 
 def _check_backend(backend: str, executor: str) -> None:
-    """vLLM runs on GPU machines only; here (or on a login node submitting to Slurm) it must be importable
-    where the cells run, so only a local or pool run checks it."""
+    """vLLM must be importable where the cells run: a local or pool run checks it here; a login node submitting
+    to Slurm may lack it, so a Slurm run does not."""
     import importlib.util
 
     if backend == "vllm" and executor != "slurm" and importlib.util.find_spec("vllm") is None:
         raise UserError("evaluation.backend is vllm but vllm is not installed here: install the `vllm` extra on a "
-                        "GPU machine, or use backend: hf")
+                        "GPU machine, run `bash scripts/vllm_env.sh` on a CPU with AVX-512, or use backend: hf")
 
 
 def store_counts(ctx: Any, st: Any) -> dict[str, int]:

@@ -140,7 +140,7 @@ class EvaluationSpec(BaseModel):
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     seed: int = 1234
     ensemble: bool = Field(default=False, description="also evaluate the output ensemble of each subset (k forward passes)")
-    vllm: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments (GPU only)")
+    vllm: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments (backend: vllm; CPU via scripts/vllm_env.sh, or the CUDA build)")
 
 
 class ExecutorSpec(BaseModel):

@@ -38,10 +38,12 @@ which metric is primary, how tokens are counted), so every cell is re-evaluated 
 
 @dataclass
 class EvalResult:
-    """Per task: the primary metric and its score, every metric lm-eval reported, and the samples."""
+    """Per task: the primary metric and its score, every metric lm-eval reported, and the samples; ``backend``:
+    what a backend says about how it scored (kept in the record, e.g. vLLM's engine and whether it was fresh)."""
 
     scores: dict[str, dict[str, Any]]
     samples: list[dict[str, Any]] = field(default_factory=list)
+    backend: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_tasks(names: list[str], zoo_root: Path | None = None) -> list[Any]:

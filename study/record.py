@@ -96,6 +96,7 @@ class Record:
     traceback: str = ""
     reason: str = ""
     timing: Timing = Timing()
+    backend: dict[str, Any] = field(default_factory=dict)
     worker: str = ""
     host: str = ""
     started: str = ""

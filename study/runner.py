@@ -117,7 +117,9 @@ class CellRunner:
 
                 states = [self.checkpoint_weights(cell, label) for label in cell.checkpoints]
                 t1 = time.perf_counter()
-                result = evaluate_ensemble(self.evaluator(cell.base), states)
+                evaluator = self.evaluator(cell.base)
+                own = getattr(evaluator, "evaluate_ensemble", None)  # a backend that scores ensembles its own way
+                result = own(states) if own else evaluate_ensemble(evaluator, states)
             else:
                 state = self.weights(cell)
                 t1 = time.perf_counter()
@@ -133,7 +135,7 @@ class CellRunner:
                               error=f"{type(exc).__name__}: {first}", traceback=traceback.format_exc(),
                               timing=Timing(total_s=time.perf_counter() - t0)), None
         return Record.new(cell, Outcome.DONE, worker=worker, started=started, scores=result.scores,
-                          timing=Timing(merge_s=t1 - t0, eval_s=t2 - t1, total_s=t2 - t0)), result.samples
+                          backend=result.backend, timing=Timing(merge_s=t1 - t0, eval_s=t2 - t1, total_s=t2 - t0)), result.samples
 
     def run_one(self, cell: Cell, *, retry_failed: bool = False) -> Outcome:
         """Compute a cell unless it is done (or failed, without ``retry_failed``) or claimed by a live worker.
