@@ -28,7 +28,7 @@ def describe_machine() -> dict[str, str]:
         "cpu": _cpu_model(info),
         "isa": _isa(info),
         "python": platform.python_version(),
-        **{name: _version(name) for name in PACKAGES},
+        **{name: package_version(name) for name in PACKAGES},
     }
 
 
@@ -67,7 +67,8 @@ def _isa(cpuinfo: str) -> str:
     return platform.machine() or "unknown"
 
 
-def _version(package: str) -> str:
+def package_version(package: str) -> str:
+    """The installed version of ``package`` from its metadata (no import), or ``"not installed"``."""
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:

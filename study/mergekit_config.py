@@ -17,7 +17,6 @@ the key.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import inspect
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any, Callable, Iterator, Mapping
 from study.errors import MethodError, UserError
 from study.merged_dir import WEIGHT_FILES, Staging, check_output
 from study.methods.schema import MethodInfo
+from study.quiet import transformers_errors_only
 
 NATIVE = ("linear", "task_arithmetic", "ties", "slerp", "breadcrumbs")
 """mergekit methods whose native namesake computes the same function, given the conditions of
@@ -160,20 +160,6 @@ def _check_parameter_names(path: Path, raw: dict[str, Any], method_name: str) ->
                                 f"no parameter {key!r} (parameters: {', '.join(sorted(names)) or 'none'})")
 
 
-@contextlib.contextmanager
-def _transformers_errors_only() -> Iterator[None]:
-    """mergekit sets ``torch_dtype`` on the output config, which transformers answers with a deprecation
-    warning on stderr: noise for the user, and it would break the one-line error contract."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-
-
 def _local_dir(ref: Any) -> Path | None:
     """The local directory of a plain model reference (no LoRA, no revision), else None."""
     if ref.lora is not None or ref.model.revision is not None:
@@ -214,7 +200,7 @@ def _mergekit_tasks(path: Path, config: Any, device: str) -> list[Any]:
     try:
         arch = get_architecture_info(planned, options)
         LoaderCache().setup(options=options)
-        with _transformers_errors_only():
+        with transformers_errors_only():
             out_config = _model_out_config(planned, arch)
         # The very plan run_merge executes; building it touches no file (the path is only where it would write).
         plan = MergePlanner(planned, arch, options, out_config).plan_to_disk(str(path) + ".never-written")
@@ -351,7 +337,7 @@ def _run_mergekit(plan: ConfigPlan, out: Path, *, force: bool, device: str, meta
     target = check_output(out, plan.inputs, force=force)
     with Staging(target) as staging:
         try:
-            with _transformers_errors_only():
+            with transformers_errors_only():
                 run_merge(plan.config.model_copy(deep=True), str(staging.path), MergeOptions(device=device, **OPTIONS))
         except (RuntimeError, ValueError, OSError) as exc:
             raise UserError(f"--config {plan.path}: mergekit failed: {str(exc).splitlines()[0]}") from None

@@ -38,3 +38,17 @@ def no_dataset_bars() -> Iterator[None]:
     finally:
         if was_enabled:
             datasets.enable_progress_bars()
+
+
+@contextlib.contextmanager
+def transformers_errors_only() -> Iterator[None]:
+    """transformers' warnings silenced, its errors kept: mergekit sets ``torch_dtype`` on an output config, which
+    transformers answers with a deprecation warning on stderr, noise that would break the one-line error contract."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)

@@ -12,7 +12,6 @@ report of that directory can say when the zoo changed.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata as md
 import json
 import re
 import subprocess
@@ -22,19 +21,14 @@ from typing import Any
 import pandas as pd
 
 import study
+from study.machine import package_version
 
 DISTRIBUTIONS = ["merge-study", "torch", "transformers", "lm_eval", "mergekit", "peft", "tokenizers", "pandas",
                  "numpy", "matplotlib", "seaborn"]
 
 
 def package_versions() -> dict[str, str]:
-    out = {}
-    for name in DISTRIBUTIONS:
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    return {name: package_version(name) for name in DISTRIBUTIONS}
 
 
 def git_commit(path: Path | None = None) -> str:
