@@ -6,66 +6,16 @@ one line and exits with status 2 (the traceback only with ``--verbose``).
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Optional
 
 import typer
 
+from study.cli_app import ArchOpt, StoreOpt, SweepArg, ZooOpt, app, friendly, zoo_app
 from study.errors import UserError
-
-# Plain help (rich_markup_mode=None): typer's rich panels print a type tag on every option (`<bool>` on
-# flags, `<list[str]>`) and read `[default: ...]` in help text as markup, dropping it.
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  context_settings={"max_content_width": 120},
-                  help="Reproducible model-merging studies: plan a sweep, merge, evaluate with lm-eval, report.")
-zoo_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
-                      help="The mini zoo: a tiny base model and task experts built locally (`zoo list` shows them).")
-app.add_typer(zoo_app, name="zoo")
-
-_VERBOSE = {"on": False}
-
-SweepArg = typer.Argument(..., metavar="SWEEP", help="sweep YAML file (see sweeps/ and README 'What a sweep file looks like')")
-StoreOpt = typer.Option(None, "--store", metavar="DIR", help="result store directory [default: results/<sweep name>]")
-ZooOpt = typer.Option(None, "--zoo", metavar="DIR",
-                      help="mini zoo root [default: $MERGE_STUDY_ZOO or ~/.cache/merge-study/zoo]")
-ArchOpt = typer.Option("llama", "--arch", metavar="ARCH", help="zoo architecture: llama | qwen3")
-
-
-def _err(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
-
-
-def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a ``UserError`` into one line on stderr and exit status 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            if _VERBOSE["on"]:
-                raise
-            _err(str(exc))
-            raise typer.Exit(exc.exit_code) from None
-
-    return wrapper
-
-
-@app.callback()
-@friendly
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="full tracebacks for errors"),
-          plugin: Optional[List[str]] = typer.Option(None, "--plugin", metavar="MODULE",
-                                                     help="import merge methods from this module (repeatable)")) -> None:
-    _VERBOSE["on"] = verbose
-    if plugin:
-        from study.methods.registry import register_module
-
-        for module in plugin:
-            register_module(module)
 
 
 def _store_dir(store: Optional[Path], name: str) -> Path:
@@ -241,127 +191,6 @@ def report(sweep: Optional[Path] = OptSweepArg, store: Optional[Path] = StoreOpt
         typer.echo(str(path))
 
 
-def _parse_set(items: List[str], n_models: int) -> dict[str, Any]:
-    """``--set KEY=VALUE`` items as method parameters; a comma list is one value per model."""
-    import yaml
-
-    from study.config import resolve_value
-
-    params: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UserError(f"--set {item!r}: expected KEY=VALUE")
-        if key in params:
-            raise UserError(f"--set {key} is given twice: give each parameter once")
-        parts = [p.strip() for p in raw.split(",")] if "," in raw else [raw]
-        try:
-            values = [resolve_value(yaml.safe_load(p) if p else p, n_models) for p in parts]
-        except yaml.YAMLError:
-            raise UserError(f"--set {item!r}: {raw!r} is not a value (a number, true/false, a word, or "
-                            f"a comma list with one per --model)") from None
-        params[key] = values if len(values) > 1 else values[0]
-    return params
-
-
-def _check_device(device: str) -> None:
-    """A merge device that exists here, before any tensor is read."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"--device {device!r}: expected cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise UserError(f"--device {device}: no such CUDA device on this machine; use --device cpu")
-
-
-ModelOpt = typer.Option(None, "--model", metavar="MODEL",
-                        help="a checkpoint to merge, named as --base is (repeat for each)")
-
-
-@app.command()
-@friendly
-def merge(
-    method: Optional[str] = typer.Option(None, "--method", metavar="NAME",
-                                         help="a name from `merge-study methods`, mergekit:<name> or peft:<type>"),
-    base: Optional[str] = typer.Option(None, "--base", metavar="MODEL",
-                                       help="base model: a directory, zoo:NAME or a hub id already in the local "
-                                            "cache (required by methods that merge task vectors)"),
-    model: Optional[List[str]] = ModelOpt,
-    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
-                                             help="a method parameter; a per-model value is a comma list in "
-                                                  "--model order (repeatable)"),
-    out: Path = typer.Option(..., "--out", metavar="DIR", help="output Hugging Face model directory (a new one)"),
-    force: bool = typer.Option(False, "--force", help="replace --out when it holds a previous merge (never any "
-                                                      "other directory)"),
-    device: str = typer.Option("cpu", "--device", metavar="DEVICE", help="cpu, cuda or cuda:N"),
-    vocab_mismatch: str = typer.Option("refuse", "--vocab-mismatch", metavar="MODE",
-                                       help="refuse | truncate extra embedding rows"),
-    zoo: Optional[Path] = ZooOpt,
-    config: Optional[Path] = typer.Option(None, "--config", metavar="FILE.yml",
-                                          help="a mergekit configuration instead of --method/--base/--model/--set "
-                                               "(native when it maps onto a native method, else run by mergekit)"),
-) -> None:
-    """Merge checkpoints into a Hugging Face model directory that AutoModelForCausalLM loads.
-
-    Example: merge-study merge --method task_arithmetic --base zoo:base --model zoo:add --model zoo:sub
-    --out merged/ta
-    """
-    from study.checkpoints import model_dir
-    from study.errors import NotApplicable
-    from study.merge import open_inputs, write_merged
-    from study.methods.registry import check_name, get_method
-
-    if config is not None:
-        given = [flag for flag, value in (("--method", method), ("--base", base), ("--model", model), ("--set", set_),
-                                          ("--vocab-mismatch", vocab_mismatch != "refuse")) if value]
-        if given:
-            raise UserError(f"--config cannot be combined with {', '.join(given)}: the configuration names the "
-                            f"method, models and parameters")
-        _merge_config(config, out, force, device)
-        return
-    if method is None or not model:
-        raise UserError("merge needs --method and at least one --model (or a mergekit --config FILE.yml)")
-    check_name(method)
-    info = get_method(method)
-    if vocab_mismatch not in ("refuse", "truncate"):
-        raise UserError(f"--vocab-mismatch {vocab_mismatch!r}: expected refuse or truncate")
-    if info.needs_base and base is None:
-        raise UserError(f"method {method!r} needs --base (it merges task vectors θᵢ − θ₀)")
-    try:
-        info.check_k(len(model))
-    except NotApplicable as exc:
-        raise UserError(f"method {method!r} cannot merge {len(model)} model(s): {exc}") from None
-    params = info.resolve_params(_parse_set(set_ or [], len(model)), n_models=len(model))
-    base_dir = model_dir(base, zoo) if base is not None else None
-    model_dirs = [model_dir(m, zoo) for m in model]
-    _check_device(device)
-    if base_dir is not None:
-        from study.compat import check_compatible
-
-        check_compatible(base_dir, model_dirs, vocab_mismatch=vocab_mismatch)
-    inputs = open_inputs(base_dir, model_dirs, device=device, vocab_mismatch=vocab_mismatch)
-    t0 = time.perf_counter()
-    write_merged(inputs, info, params, out, force=force,
-                 metadata={"method": method, "params": params, "base": base, "models": list(model),
-                           "base_dir": str(base_dir) if base_dir else None, "model_dirs": [str(d) for d in model_dirs]})
-    typer.echo(f"wrote {out} ({method}, {len(model)} models, {time.perf_counter() - t0:.1f} s)")
-
-
-def _merge_config(config: Path, out: Path, force: bool, device: str) -> None:
-    """``merge --config``: a mergekit configuration, run natively when it maps onto a native method."""
-    from study.mergekit_config import merge_config, plan_config
-
-    _check_device(device)
-    plan = plan_config(config, device=device)
-    t0 = time.perf_counter()
-    merge_config(plan, out, force=force, device=device)
-    how = "native " + plan.native.method if plan.native is not None else f"mergekit ({plan.reason})"
-    typer.echo(f"wrote {out} ({plan.config.merge_method} from {config}, {how}, {time.perf_counter() - t0:.1f} s)")
-
-
 @app.command()
 @friendly
 def methods(as_json: bool = typer.Option(False, "--json")) -> None:
@@ -413,6 +242,9 @@ def zoo_path(name: Optional[str] = typer.Argument(None, metavar="NAME",
 
     built = load_zoo(zoo, arch=arch)
     typer.echo(str(built.model(name) if name is not None else built.path))
+
+
+from study import cli_merge  # noqa: E402,F401  (registers `merge`)
 
 
 def main() -> None:
