@@ -2,24 +2,33 @@
 
 The cell counts are exact: each ``sweeps/paper/*.yaml`` is expanded by the planner itself (checkpoint
 identities replaced by their names, which changes keys but not how many cells there are; cells a method does
-not apply to are left out). The per-cell costs are a model with named inputs, printed with the result:
+not apply to are left out). The per-cell costs are a model with named inputs (``INPUTS``), each printed with
+its value, where it came from, and whether it is **assumed** — not measured on a GPU by this project:
 
-- merge: the I/O floor (read k + 1 checkpoints, write one) at ``--disk-gbps``, times the native merge's
-  measured ratio to that floor (``--merge-vs-floor``, from ``bench/merge_bench.py``); SVD methods add
-  ``--svd-s-per-matrix`` per task vector per projection matrix (tsv_merge, iso_cts, subspace_boosting do
-  one SVD per task vector; iso_c one per tensor);
-- load: writing the merged model to local scratch and starting the backend (``--vllm-start-s`` for a fresh
-  vLLM process per model; the hf backend copies weights into a resident model, ``--hf-load-s``);
-- evaluation: prompt tokens at ``--prefill-tok-s`` and generated tokens at ``--decode-tok-s`` (vLLM), with the
-  hf backend ``--hf-slowdown`` times slower. Token counts per cell are ``--mc-tokens`` (15 multiple-choice
-  tasks, limit 500) and ``--gen-prompt-tokens`` + ``--gen-tokens`` (gsm8k).
+- merge: the I/O floor (read k + 1 checkpoints, write one) at ``disk_gbps``, times the native merge's ratio to
+  that floor (``merge_vs_floor``, measured on a CPU by ``bench/merge_bench.py``); SVD methods add
+  ``svd_s_per_matrix`` per task vector per projection matrix (tsv_merge, iso_cts, subspace_boosting do one SVD
+  per task vector; iso_c one per tensor). ``--gpu-check`` takes that SVD time from a ``bench/gpu_check.py``
+  run on a GPU, which makes it measured;
+- evaluation: prompt tokens at ``prefill_tok_s`` and generated tokens at ``decode_tok_s`` (vLLM), the HF
+  backend ``hf_slowdown`` times slower. Token counts per cell: ``mc_tokens`` (15 multiple-choice tasks, limit
+  500) and ``gen_prompt_tokens`` + ``gen_tokens`` (gsm8k);
+- vLLM, fresh engine per cell (the old way): write the merged model (``disk_gbps``) and start an engine
+  (``vllm_start_s``) every cell, then score;
+- vLLM, resident engine (what the code does now, issue 17): the fresh-engine cell divided by the resident
+  speed-up ``bench/vllm_bench.py`` measured (``resident_ratio``: SmolLM2 4.2x by default, the zoo's 35.4x with
+  ``--resident-ratio-model zoo``) — but never below what residency cannot remove: scoring plus copying the
+  merged weights into the engine (``swap_gbps``). That ratio was measured on a 2-core CPU at 10 documents
+  per task; at full evaluation on a GPU, scoring is most of a cell, so the floor usually binds (the table
+  says in how many cells). One engine start per sweep is added;
+- HF backend: weights copied into a resident model (``hf_load_s``), then scoring.
 
-**No input below was measured on an H100** (no GPU was lent to the sessions that wrote this): the defaults
-are order-of-magnitude assumptions stated in bench/RESULTS.md. Re-run with measured values when a GPU run
-exists (the store's records carry ``timing.merge_s`` and ``timing.eval_s`` per cell).
+Cells run one after another on one GPU; merges are counted as GPU time (the GPU is held while they run).
 
-    python bench/cost_model.py                       # the four paper sweeps, default assumptions
-    python bench/cost_model.py --prefill-tok-s 20000 # any input can be replaced
+    python bench/cost_model.py                               # the four paper sweeps, default inputs
+    python bench/cost_model.py --prefill-tok-s 20000         # any input can be replaced (then: command line)
+    python bench/cost_model.py --gpu-check gpu_check.json    # SVD time measured by bench/gpu_check.py
+    python bench/cost_model.py --json                        # one JSON line: inputs, rows, totals, flags
 """
 
 from __future__ import annotations
@@ -27,7 +36,9 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,6 +51,59 @@ MODELS = {
 }
 SVD_PER_TASK_VECTOR = {"tsv_merge", "iso_cts", "subspace_boosting"}
 SVD_PER_TENSOR = {"iso_c"}
+SVD_SHAPE = "4096x14336"
+"""The matrix whose SVD time ``--gpu-check`` reads (Llama-3.1-8B's down_proj; bench/gpu_check.py's default)."""
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input of the model: its value, what it is, where the number came from, and whether it is assumed
+    (not measured on a GPU by this project). A CPU measurement carried over to a GPU counts as assumed."""
+
+    value: float
+    help: str
+    source: str
+    assumed: bool = True
+
+
+VLLM_BENCH = "bench/vllm_bench.py, bench/RESULTS.md 'vLLM backend' (2026-12-02, 2-core CPU, 9 zoo tasks x 10 docs)"
+RESIDENT_RATIOS = {
+    "smollm2": Input(4.2, "resident-engine speed-up per cell", f"measured on a CPU, SmolLM2-135M: {VLLM_BENCH}"),
+    "zoo": Input(35.35, "resident-engine speed-up per cell", f"measured on a CPU, mini zoo (0.6M params): {VLLM_BENCH}"),
+}
+"""``resident_speedup`` of bench/vllm_bench.py (fresh engine per cell / resident engine per cell), by model."""
+
+INPUTS: dict[str, Input] = {
+    "disk_gbps": Input(2.0, "local NVMe read/write, GB/s", "assumption (typical NVMe)"),
+    "merge_vs_floor": Input(2.9, "native merge time / I/O floor",
+                            "measured on a CPU: bench/merge_bench.py, SmolLM2 task_arithmetic, 2.3-2.9x at k = 2-8 "
+                            "(bench/RESULTS.md); not measured on a GPU host"),
+    "svd_s_per_matrix": Input(0.5, f"one thin SVD of a {SVD_SHAPE}-class matrix on the GPU, s",
+                              "assumption (no GPU run yet; bench/gpu_check.py measures it)"),
+    "vllm_start_s": Input(60.0, "fresh vLLM engine: load + profile + CUDA graphs, s",
+                          "assumption (on a 2-core CPU an in-process engine starts in 10-13 s, bench/RESULTS.md)"),
+    "swap_gbps": Input(10.0, "merged weights copied into the resident engine, GB/s",
+                       "assumption (host-to-GPU copy; on a CPU a swap took 40-80 ms for the zoo, environment.md)"),
+    "resident_ratio": RESIDENT_RATIOS["smollm2"],
+    "hf_load_s": Input(10.0, "copy merged weights into the resident HF model, s", "assumption"),
+    "mc_tokens": Input(15 * 500 * 4 * 150, "loglikelihood tokens per cell",
+                       "estimate: 15 MC tasks x 500 docs x ~4 choices x ~150 tokens"),
+    "gen_prompt_tokens": Input(500 * 900, "gsm8k prompt tokens per cell", "estimate: 500 docs, 5-shot, ~900 tokens"),
+    "gen_tokens": Input(500 * 256, "gsm8k generated tokens per cell", "estimate: 500 docs x max_gen_toks 256"),
+    "prefill_tok_s": Input(10000.0, "vLLM prompt tokens/s with prompt logprobs, 8B bf16", "assumption"),
+    "decode_tok_s": Input(2500.0, "vLLM batched decode tokens/s, 8B bf16", "assumption"),
+    "hf_slowdown": Input(4.0, "HF backend evaluation time / vLLM's", "assumption"),
+}
+
+_MERGE = ["disk_gbps", "merge_vs_floor", "svd_s_per_matrix"]
+_EVAL = ["mc_tokens", "gen_prompt_tokens", "gen_tokens", "prefill_tok_s", "decode_tok_s"]
+COLUMN_INPUTS = {
+    "merge_h": _MERGE,
+    "vllm_resident_h": [*_MERGE, *_EVAL, "vllm_start_s", "resident_ratio", "swap_gbps"],
+    "vllm_fresh_h": [*_MERGE, *_EVAL, "vllm_start_s"],
+    "hf_h": [*_MERGE, *_EVAL, "hf_slowdown", "hf_load_s"],
+}
+"""Which inputs each GPU-hour column rests on (the printed 'assumed' list per column comes from this)."""
 
 
 def count_cells(sweep_path: Path) -> tuple[str, Counter]:
@@ -62,66 +126,151 @@ def count_cells(sweep_path: Path) -> tuple[str, Counter]:
     return sweep.bases[0].model.label, counts
 
 
-def cell_seconds(method: str, k: int, params: float, matrices: int, a: argparse.Namespace) -> dict[str, float]:
+def resident_seconds(fresh_s: float, floor_s: float, ratio: float) -> tuple[float, bool]:
+    """Per-cell time with a resident engine: the fresh-engine cell / the measured speed-up, but not below
+    ``floor_s`` (scoring + weight swap, which residency cannot remove). Returns (seconds, floor binds)."""
+    scaled = fresh_s / ratio
+    return (floor_s, True) if scaled < floor_s else (scaled, False)
+
+
+def cell_seconds(method: str, k: int, params: float, matrices: int, v: dict[str, float]) -> dict[str, Any]:
+    """Seconds of one cell by part and backend, from input values ``v`` (``INPUTS`` names)."""
     model_gb = params * 2 / 1e9  # bf16
-    out = {"merge": 0.0, "load": 0.0, "eval_vllm": 0.0, "eval_hf": 0.0}
+    out: dict[str, Any] = {"merge": 0.0}
     if method not in ("base", "single"):
-        out["merge"] = (k + 2) * model_gb / a.disk_gbps * a.merge_vs_floor
+        out["merge"] = (k + 2) * model_gb / v["disk_gbps"] * v["merge_vs_floor"]
         if method in SVD_PER_TASK_VECTOR:
-            out["merge"] += k * matrices * a.svd_s_per_matrix
+            out["merge"] += k * matrices * v["svd_s_per_matrix"]
         elif method in SVD_PER_TENSOR:
-            out["merge"] += matrices * a.svd_s_per_matrix
-    out["load_vllm"] = model_gb / a.disk_gbps + a.vllm_start_s
-    out["load_hf"] = a.hf_load_s
+            out["merge"] += matrices * v["svd_s_per_matrix"]
     scale = params / 8e9
-    prefill = (a.mc_tokens + a.gen_prompt_tokens) / (a.prefill_tok_s / scale)
-    decode = a.gen_tokens / (a.decode_tok_s / scale)
+    prefill = (v["mc_tokens"] + v["gen_prompt_tokens"]) / (v["prefill_tok_s"] / scale)
+    decode = v["gen_tokens"] / (v["decode_tok_s"] / scale)
     out["eval_vllm"] = prefill + decode
-    out["eval_hf"] = out["eval_vllm"] * a.hf_slowdown
+    out["eval_hf"] = out["eval_vllm"] * v["hf_slowdown"]
+    out["load_vllm_fresh"] = model_gb / v["disk_gbps"] + v["vllm_start_s"]
+    out["swap_vllm"] = model_gb / v["swap_gbps"]
+    out["vllm_fresh"] = out["load_vllm_fresh"] + out["eval_vllm"]
+    out["vllm_resident"], out["resident_floor"] = resident_seconds(
+        out["vllm_fresh"], out["eval_vllm"] + out["swap_vllm"], v["resident_ratio"])
+    out["load_hf"] = v["hf_load_s"]
     return out
 
 
-def main() -> None:
+def sweep_row(name: str, model: str, counts: Counter, v: dict[str, float]) -> dict[str, Any]:
+    """GPU-hours of one sweep on one GPU (cells one after another)."""
+    params, matrices = MODELS.get(model, (8e9, 32 * 7))
+    t: Counter = Counter()
+    for (method, k), n in counts.items():
+        s = cell_seconds(method, k, params, matrices, v)
+        t["cells"] += n
+        t["merge_h"] += n * s["merge"] / 3600
+        t["vllm_resident_h"] += n * (s["merge"] + s["vllm_resident"]) / 3600
+        t["vllm_eval_h"] += n * s["eval_vllm"] / 3600
+        t["resident_floor_cells"] += n * bool(s["resident_floor"])
+        t["vllm_fresh_h"] += n * (s["merge"] + s["vllm_fresh"]) / 3600
+        t["vllm_fresh_load_h"] += n * s["load_vllm_fresh"] / 3600
+        t["hf_h"] += n * (s["merge"] + s["load_hf"] + s["eval_hf"]) / 3600
+    t["vllm_resident_h"] += v["vllm_start_s"] / 3600  # the one engine start of the sweep
+    return {"sweep": name, "model": model, **{k: round(x, 1) for k, x in t.items()}}
+
+
+def inputs_from_gpu_check(path: Path) -> dict[str, Input]:
+    """Inputs measured by a ``bench/gpu_check.py`` run on a GPU (its JSON): the SVD time of ``SVD_SHAPE``.
+
+    A degenerate CPU run (``--device cpu``) measures no GPU and is refused.
+    """
+    data = json.loads(Path(path).read_text())
+    if data.get("check") != "gpu_check":
+        raise SystemExit(f"--gpu-check {path}: not a bench/gpu_check.py result")
+    if data.get("degenerate") or not str(data.get("device", "")).startswith("cuda"):
+        raise SystemExit(f"--gpu-check {path}: a CPU run (device {data.get('device')!r}) measures no GPU")
+    by_shape = (data.get("svd") or {}).get("raw_svd_s_by_shape") or {}
+    shape = SVD_SHAPE if SVD_SHAPE in by_shape else next((s for s in by_shape if sorted(s.split("x")) ==
+                                                          sorted(SVD_SHAPE.split("x"))), None)
+    if shape is None:
+        raise SystemExit(f"--gpu-check {path}: no SVD time of a {SVD_SHAPE} matrix in it (shapes: {sorted(by_shape)})")
+    gpu = (data.get("environment") or {}).get("gpu", data["device"])
+    return {"svd_s_per_matrix": replace(
+        INPUTS["svd_s_per_matrix"], value=float(by_shape[shape]), assumed=False,
+        source=f"measured on {gpu} by bench/gpu_check.py (torch.linalg.svd, {shape}, float32): {path}")}
+
+
+def resolve_inputs(args: argparse.Namespace, given: set[str]) -> dict[str, Input]:
+    """The defaults, then --resident-ratio-model, --gpu-check, then values given on the command line."""
+    inputs = dict(INPUTS)
+    inputs["resident_ratio"] = RESIDENT_RATIOS[args.resident_ratio_model]
+    if args.gpu_check:
+        inputs.update(inputs_from_gpu_check(Path(args.gpu_check)))
+    for name in given:
+        inputs[name] = replace(inputs[name], value=getattr(args, name), assumed=True,
+                               source="given on the command line (not known to be measured on a GPU)")
+    return inputs
+
+
+def assumed_by_column(inputs: dict[str, Input]) -> dict[str, list[str]]:
+    return {col: [n for n in names if inputs[n].assumed] for col, names in COLUMN_INPUTS.items()}
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, set[str]]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sweeps", nargs="+", default=sorted(str(p) for p in (REPO / "sweeps" / "paper").glob("*.yaml")))
-    ap.add_argument("--disk-gbps", type=float, default=2.0, help="local NVMe read/write, GB/s (assumed)")
-    ap.add_argument("--merge-vs-floor", type=float, default=1.5, help="native merge / I/O floor (bench/merge_bench.py)")
-    ap.add_argument("--svd-s-per-matrix", type=float, default=0.5, help="one thin SVD of a 4096x14336-class matrix on an H100, s (assumed)")
-    ap.add_argument("--vllm-start-s", type=float, default=60.0, help="fresh vLLM process: load + profile + CUDA graphs, s (assumed)")
-    ap.add_argument("--hf-load-s", type=float, default=10.0, help="copy merged weights into the resident HF model, s (assumed)")
-    ap.add_argument("--mc-tokens", type=float, default=15 * 500 * 4 * 150, help="loglikelihood tokens per cell (15 MC tasks x 500 docs x ~4 choices x ~150 tokens)")
-    ap.add_argument("--gen-prompt-tokens", type=float, default=500 * 900, help="gsm8k prompt tokens per cell (500 docs, 5-shot)")
-    ap.add_argument("--gen-tokens", type=float, default=500 * 256, help="gsm8k generated tokens per cell (max_gen_toks 256)")
-    ap.add_argument("--prefill-tok-s", type=float, default=10000.0, help="vLLM prompt tokens/s with prompt logprobs, 8B bf16 (assumed)")
-    ap.add_argument("--decode-tok-s", type=float, default=2500.0, help="vLLM batched decode tokens/s, 8B bf16 (assumed)")
-    ap.add_argument("--hf-slowdown", type=float, default=4.0, help="HF backend evaluation time / vLLM's (assumed)")
-    ap.add_argument("--json", action="store_true", help="print one JSON line instead of the table")
-    a = ap.parse_args()
+    for name, inp in INPUTS.items():
+        ap.add_argument("--" + name.replace("_", "-"), dest=name, type=float, default=None,
+                        help=f"{inp.help} (default {inp.value:g}: {inp.source})")
+    ap.add_argument("--resident-ratio-model", choices=sorted(RESIDENT_RATIOS), default="smollm2",
+                    help="whose measured resident-engine speed-up to use (smollm2 4.2x: the larger model, whose "
+                         "scoring is a larger share of a cell, as on a GPU; zoo 35.4x)")
+    ap.add_argument("--gpu-check", help="a bench/gpu_check.py JSON from a GPU: its measured SVD time replaces the assumed one")
+    ap.add_argument("--json", action="store_true", help="print one JSON line instead of the tables")
+    args = ap.parse_args(argv)
+    given = {n for n in INPUTS if getattr(args, n) is not None}
+    return args, given
 
+
+def estimate(args: argparse.Namespace, given: set[str]) -> dict[str, Any]:
+    inputs = resolve_inputs(args, given)
+    values = {n: i.value for n, i in inputs.items()}
     rows = []
-    for path in a.sweeps:
+    for path in args.sweeps:
         model, counts = count_cells(Path(path))
-        params, matrices = MODELS.get(model, (8e9, 32 * 7))
-        totals = Counter()
-        for (method, k), n in counts.items():
-            s = cell_seconds(method, k, params, matrices, a)
-            totals["cells"] += n
-            totals["merge_h"] += n * s["merge"] / 3600
-            totals["vllm_h"] += n * (s["merge"] + s["load_vllm"] + s["eval_vllm"]) / 3600
-            totals["hf_h"] += n * (s["merge"] + s["load_hf"] + s["eval_hf"]) / 3600
-            totals["vllm_eval_h"] += n * s["eval_vllm"] / 3600
-            totals["vllm_load_h"] += n * s["load_vllm"] / 3600
-        rows.append({"sweep": Path(path).name, "model": model, **{k: round(v, 1) for k, v in totals.items()}})
-    total = {k: round(sum(r[k] for r in rows), 1) for k in ("cells", "merge_h", "vllm_h", "hf_h", "vllm_eval_h", "vllm_load_h")}
-    if a.json:
-        print(json.dumps({"bench": "cost_model", "rows": rows, "total": total}))
-        return
-    print("ESTIMATE: exact cell counts x per-cell costs from the assumptions below (none measured on an H100).")
-    print({k: v for k, v in vars(a).items() if k not in ("sweeps", "json")})
-    print(f"{'sweep':22} {'cells':>6} {'merge h':>8} {'vllm GPU-h':>11} {'(eval':>7} {'load)':>7} {'hf GPU-h':>9}")
-    for r in rows + [{"sweep": "total", **total}]:
-        print(f"{r['sweep']:22} {r['cells']:>6.0f} {r['merge_h']:>8.1f} {r['vllm_h']:>11.1f} {r['vllm_eval_h']:>7.1f} "
-              f"{r['vllm_load_h']:>7.1f} {r['hf_h']:>9.1f}")
+        rows.append(sweep_row(Path(path).stem, model, counts, values))
+    keys = [k for k in rows[0] if k not in ("sweep", "model")] if rows else []
+    total = {k: round(sum(r[k] for r in rows), 1) for k in keys}
+    return {"bench": "cost_model", "rows": rows, "total": total,
+            "inputs": {n: {"value": i.value, "assumed": i.assumed, "source": i.source} for n, i in inputs.items()},
+            "assumed_inputs_by_column": assumed_by_column(inputs)}
+
+
+def print_tables(result: dict[str, Any]) -> None:
+    inputs, cols = result["inputs"], result["assumed_inputs_by_column"]
+    n_assumed = sum(i["assumed"] for i in inputs.values())
+    print(f"ESTIMATE: exact cell counts x per-cell costs; {n_assumed} of {len(inputs)} inputs are ASSUMED "
+          f"(not measured on a GPU by this project).")
+    print(f"\n{'input':18} {'value':>10}  {'status':9} source")
+    for name, i in inputs.items():
+        print(f"{name:18} {i['value']:>10g}  {'ASSUMED' if i['assumed'] else 'measured':9} {i['source']}")
+    print(f"\n{'sweep':14} {'cells':>6} {'merge h':>8} {'vLLM resident GPU-h':>20} {'(eval':>7} {'floor cells)':>13} "
+          f"{'vLLM fresh GPU-h':>17} {'(load)':>7} {'HF GPU-h':>9}")
+    for r in result["rows"] + [{"sweep": "total", **result["total"]}]:
+        print(f"{r['sweep']:14} {r['cells']:>6.0f} {r['merge_h']:>8.1f} {r['vllm_resident_h']:>20.1f} "
+              f"{r['vllm_eval_h']:>7.1f} {r['resident_floor_cells']:>12.0f}) {r['vllm_fresh_h']:>17.1f} "
+              f"{r['vllm_fresh_load_h']:>7.1f} {r['hf_h']:>9.1f}")
+    t = result["total"]
+    print(f"\nresident engine: in {t['resident_floor_cells']:.0f} of {t['cells']:.0f} cells the measured ratio "
+          f"({inputs['resident_ratio']['value']:g}x, CPU) would put a cell below its own scoring + weight swap; "
+          f"there that floor is used.")
+    for col, names in cols.items():
+        print(f"{col} rests on ASSUMED inputs: {', '.join(names) if names else 'none'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, given = parse_args(argv)
+    result = estimate(args, given)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_tables(result)
 
 
 if __name__ == "__main__":
