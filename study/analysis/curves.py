@@ -15,8 +15,10 @@ import pandas as pd
 import seaborn as sns
 
 from study.analysis.lengths import AVG_TASK
-from study.analysis.style import (BEST_SINGLE_STYLE, SINGLE_POINT_STYLE, SeriesStyle, series_key, series_label,
-                                  series_styles)
+from study.analysis.measures import SMALL_N
+from study.analysis.paired import difference_matrix
+from study.analysis.style import (BASE_STYLE, BEST_SINGLE_STYLE, SINGLE_POINT_STYLE, SeriesStyle, series_key,
+                                  series_label, series_styles)
 from study.plan import BASE, SINGLE
 
 
@@ -64,7 +66,7 @@ def gain_curves(summary: pd.DataFrame, reference: pd.DataFrame, labels: dict[str
     styles = _styles(summary)
     fig, axes = _panels(bases)
     for ax, base in zip(axes, bases):
-        ax.axhline(0.0, color="black", linewidth=0.9)
+        ax.axhline(0.0, label="base returned unchanged", **_line(BASE_STYLE))
         ref = reference[reference.base == base].sort_values("k")
         if not ref.empty:
             ax.plot(ref.k, ref.gain_mean, label="best single (mean)", **BEST_SINGLE_STYLE.as_kwargs())
@@ -92,18 +94,38 @@ def p_beat_curves(summary: pd.DataFrame, labels: dict[str, str]) -> Any:
     return fig
 
 
-def rel_gain_curves(summary: pd.DataFrame, labels: dict[str, str]) -> Any:
-    """Figure 3: relative gain over the best single checkpoint; above 0 is constructive interference."""
+def _line(style: SeriesStyle) -> dict[str, Any]:
+    """A reference line's keywords (no marker), for ``axhline`` and ``plot`` alike."""
+    return {"color": style.color, "linestyle": style.linestyle, "linewidth": style.linewidth}
+
+
+def _base_line(ax: Any, reference: pd.DataFrame | None, base: str, column: str) -> list[int]:
+    """The base-unchanged line of a relative figure: ``column`` of ``reference.csv`` against k (k = 1 included:
+    the base against a single checkpoint); the ks it covers."""
+    if reference is None or column not in reference:
+        return []
+    ref = reference[(reference.base == base)].sort_values("k").dropna(subset=[column])
+    if not ref.empty:
+        ax.plot(ref.k, ref[column], label="base returned unchanged", **_line(BASE_STYLE))
+    return list(ref.k)
+
+
+def rel_gain_curves(summary: pd.DataFrame, labels: dict[str, str], reference: pd.DataFrame | None = None) -> Any:
+    """Figure 3: relative gain over the best single checkpoint. Above 0 the merge beats its best single, yet
+    below the base line (dashed red, from ``reference``) it is still worse than not merging: when every expert
+    scores below the base, returning the base unchanged already has a positive relative gain, so merely
+    shrinking towards the base looks like constructive interference."""
     bases = sorted(set(summary.base))
     styles = _styles(summary)
     fig, axes = _panels(bases)
     for ax, base in zip(axes, bases):
         part = summary[summary.base == base]
         ax.axhline(0.0, color="black", linewidth=0.9)
+        ks = _base_line(ax, reference, base, "base_rel_gain_best_single")
         _series(part, "rel_gain_best_single_mean", labels, styles, ax,
                 ("rel_gain_best_single_ci_low", "rel_gain_best_single_ci_high"))
         ax.set(title=base, xlabel="k (checkpoints merged)", ylabel="relative gain over best single")
-        _integer_ks(ax, part.k)
+        _integer_ks(ax, list(part.k) + ks)
     _legend(fig, axes)
     return fig
 
@@ -154,3 +176,60 @@ def length_curves(lengths: pd.DataFrame, labels: dict[str, str]) -> Any:
         _integer_ks(ax, part.k)
     _legend(fig, axes)
     return fig
+
+
+def normalised_curves(summary: pd.DataFrame, reference: pd.DataFrame, labels: dict[str, str]) -> Any:
+    """Figure 6: the normalised score (merged / each expert on its own task, averaged over the subset's experts)
+    against k. 1 (solid grey) is every expert's own-task score kept; the dashed red line is the base's."""
+    part = summary.dropna(subset=["normalised_mean"])
+    bases = sorted(set(part.base))
+    styles = _styles(part)
+    fig, axes = _panels(bases)
+    for ax, base in zip(axes, bases):
+        mine = part[part.base == base]
+        ax.axhline(1.0, color="0.45", linewidth=1.0, label="experts on their own tasks (1)")
+        ks = _base_line(ax, reference, base, "base_normalised")
+        _series(mine, "normalised_mean", labels, styles, ax, ("normalised_ci_low", "normalised_ci_high"))
+        ax.set(title=base, xlabel="k (checkpoints merged)", ylabel="normalised score (merged / expert)")
+        _integer_ks(ax, list(mine.k) + ks)
+    _legend(fig, axes)
+    return fig
+
+
+def paired_matrix(paired: pd.DataFrame, labels: dict[str, str]) -> Any:
+    """Figure 7: per (base, k), the mean paired difference avg(row) - avg(column) over shared subsets, coloured
+    (red: the row scores higher), with * where it is significant after Holm within the panel. Rows are numbered;
+    columns carry the same numbers, so a panel stays compact with many series."""
+    keys = sorted({series_key(m, p) for m, p in zip(paired.method_a, paired.params_a)}
+                  | {series_key(m, p) for m, p in zip(paired.method_b, paired.params_b)})
+    panels = sorted({(b, int(k)) for b, k in zip(paired.base, paired.k)})
+    names = [f"{i + 1}. {series_label(labels.get(key, key.split(' ', 1)[0]), key.split(' ', 1)[1])}"
+             for i, key in enumerate(keys)]
+    ncols = min(3, max(len(panels), 1))
+    nrows = -(-max(len(panels), 1) // ncols)
+    side = 0.9 + 0.32 * len(keys)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(side * ncols + 1.6, side * nrows + 0.4), squeeze=False)
+    limit = float(np.nanmax(np.abs(paired.mean_diff))) if len(paired) else 1.0
+    image = None
+    for n, ax in enumerate(axes.flat):
+        if n >= len(panels):
+            ax.set_visible(False)
+            continue
+        base, k = panels[n]
+        diff, sig = difference_matrix(paired, base, k, keys)
+        image = ax.imshow(diff, cmap="RdBu_r", vmin=-(limit or 1), vmax=limit or 1)
+        for i, j in zip(*np.nonzero(sig)):
+            dark = abs(diff[i, j]) > 0.6 * (limit or 1)
+            ax.text(j, i, "*", ha="center", va="center", fontsize=9, fontweight="bold",
+                    color="white" if dark else "black")
+        shared = paired[(paired.base == base) & (paired.k == k)].n_subsets
+        small = f" (n < {SMALL_N})" if shared.min() < SMALL_N else ""
+        ax.set_title(f"{base}, k = {k}, n = {shared.max()}{small}", fontsize=9)
+        ticks = range(len(keys))
+        ax.set_xticks(ticks, [str(i + 1) for i in ticks], fontsize=7)
+        ax.set_yticks(ticks, [names[i] if n % ncols == 0 else str(i + 1) for i in ticks], fontsize=7)
+        ax.grid(False)
+    if image is not None:
+        fig.colorbar(image, ax=list(axes.flat), shrink=0.8, label="mean avg(row) - avg(column)")
+    return fig
+

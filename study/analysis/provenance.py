@@ -51,6 +51,15 @@ def remote_code_models(sweep: Any) -> str:
     return ", ".join(dict.fromkeys(r.label for r in refs)) or "none"
 
 
+def code_execution_rows(sweep: Any) -> list[tuple[str, str]]:
+    """A row when tasks were allowed to execute model-written code (``evaluation.allow_code_execution``)."""
+    evaluation = sweep.evaluation
+    if not evaluation.allow_code_execution:
+        return []
+    return [("code execution (evaluation.allow_code_execution)",
+             f"ON: tasks could execute code the models wrote (tasks: {', '.join(evaluation.tasks)})")]
+
+
 PROVENANCE_FILE = "provenance.json"
 
 
@@ -99,6 +108,7 @@ def provenance(ctx: Any, store: Any, outcomes: pd.DataFrame, records: dict[str, 
             ("sweep hash", ctx.plan.sweep_hash), ("store", str(Path(store.root).resolve())),
             ("harness commit", commit), *zoo_rows(ctx.zoo, zoo_before),
             ("trust_remote_code (models that opted in)", remote_code_models(ctx.sweep)),
+            *code_execution_rows(ctx.sweep),
             ("cells in the plan (unique)", str(len(unique))),
             ("total wall time of recorded cells", f"{wall:.1f} s ({wall / 3600:.2f} h)"),
             ("last cell finished", finished[-1] if finished else "—"),

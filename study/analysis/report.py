@@ -9,7 +9,9 @@ report.md's "Table contracts"):
 - ``task_gains.csv``: per-task gains over the base; ``coverage.csv``: planned, counted and dropped subsets;
 - ``lengths.csv``: response-length statistics of generation tasks;
 - ``findings.csv``: the (series, k, measure) whose 95% interval excludes 0 (``study.analysis.findings``);
-- ``figures/*.png|pdf``: the five figures; ``report.md`` and ``report.html``;
+- ``paired.csv``: every pair of series on their shared subsets, with Holm-corrected p-values
+  (``study.analysis.paired``);
+- ``figures/*.png|pdf``: the seven figures (``FIGURES``); ``report.md`` and ``report.html``;
 - ``provenance.json``: the commit, sweep hash and zoo digest the report was made with.
 
 A store with no merge cells yet (only the base and singles) still gets a report: coverage, the base and the
@@ -26,23 +28,32 @@ import pandas as pd
 
 from study.analysis import curves, sections
 from study.analysis.findings import N_BOOT_FINDINGS, findings_section, stated_findings, statement_level
-from study.analysis.item_bootstrap import item_intervals
+from study.analysis.item_bootstrap import beyond_noise, document_replicates, item_intervals
 from study.analysis.lengths import check_token_counts, length_table, per_cell_lengths
 from study.analysis.measures import reference_gains, subset_measures, summarize, task_gains
+from study.analysis.paired import paired_table
 from study.analysis.provenance import PROVENANCE_FILE, git_commit, previous_zoo, provenance
 from study.analysis.render import md_table, to_html
 from study.analysis.style import apply_theme, save_figure, series_key
+from study.analysis.support import small_n_note, support_section
 from study.analysis.tables import load_records, outcomes_table, scores_table
 from study.plan import BASE, SINGLE
 
 FIGURES = [("gain_curves", "Figure 1. Gain over the base against k (mean and 95% bootstrap interval over subsets). "
-            "Dashed grey: mean best single checkpoint of the same subsets; diamond at k = 1: mean single checkpoint; "
-            "dashed black (if present): output ensemble."),
+            "Dashed red at 0: the base returned unchanged; dashed grey: mean best single checkpoint of the same "
+            "subsets; diamond at k = 1: mean single checkpoint; dashed black (if present): output ensemble."),
            ("p_beat_base", "Figure 2. Share of subsets whose merge beats the base (strictly), against k."),
-           ("rel_gain_best_single", "Figure 3. Relative gain over the best single checkpoint of each subset; above 0 "
-            "is constructive interference."),
+           ("rel_gain_best_single", "Figure 3. Relative gain over the best single checkpoint of each subset. Above 0 "
+            "the merge beats its best single; dashed red: where returning the base unchanged lies on this scale for "
+            "the same subsets. Only above that line does the merge also beat not merging."),
            ("task_heatmap", "Figure 4. Gain over the base per task at each base's largest k."),
-           ("length_curves", "Figure 5. Mean tokens per response (mean over generation tasks) against k.")]
+           ("length_curves", "Figure 5. Mean tokens per response (mean over generation tasks) against k."),
+           ("normalised_curves", "Figure 6. Normalised score: the merge's score on each merged expert's own task "
+            "divided by that expert's, averaged over the subset's experts (mean and 95% interval over subsets). "
+            "Solid grey at 1: the experts themselves; dashed red: the base returned unchanged."),
+           ("paired_matrix", "Figure 7. Paired differences between series on the subsets both merged: mean "
+            "avg(row) - avg(column), red where the row scores higher; * marks a difference whose Holm-adjusted "
+            "p-value (within the panel) is below 0.05 (`paired.csv`). n: shared subsets.")]
 
 
 def series_labels(plan: Any) -> dict[str, str]:
@@ -63,15 +74,18 @@ def _write_tables(out: Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
 
 
 def _figures(out: Path, summary: pd.DataFrame, reference: pd.DataFrame, gains: pd.DataFrame,
-             lengths: pd.DataFrame, labels: dict[str, str]) -> dict[str, list[Path]]:
+             lengths: pd.DataFrame, labels: dict[str, str], paired: pd.DataFrame) -> dict[str, list[Path]]:
     apply_theme()
     makers = {"gain_curves": lambda: curves.gain_curves(summary, reference, labels),
               "p_beat_base": lambda: curves.p_beat_curves(summary, labels),
-              "rel_gain_best_single": lambda: curves.rel_gain_curves(summary, labels),
+              "rel_gain_best_single": lambda: curves.rel_gain_curves(summary, labels, reference),
               "task_heatmap": lambda: curves.task_heatmap(gains, labels),
-              "length_curves": lambda: curves.length_curves(lengths, labels)}
+              "length_curves": lambda: curves.length_curves(lengths, labels),
+              "normalised_curves": lambda: curves.normalised_curves(summary, reference, labels),
+              "paired_matrix": lambda: curves.paired_matrix(paired, labels)}
     empty = {"gain_curves": summary.empty and reference.empty, "p_beat_base": summary.empty,
-             "rel_gain_best_single": summary.empty, "task_heatmap": gains.empty, "length_curves": lengths.empty}
+             "rel_gain_best_single": summary.empty, "task_heatmap": gains.empty, "length_curves": lengths.empty,
+             "normalised_curves": summary.normalised_mean.isna().all(), "paired_matrix": paired.empty}
     return {stem: save_figure(make(), out / "figures", stem) for stem, make in makers.items() if not empty[stem]}
 
 
@@ -95,7 +109,11 @@ def write_report(ctx: Any, store: Any, out_dir: str | Path, *, check_tokens: boo
     records = load_records(plan, store)
     scores = scores_table(plan, records)
     per_subset = subset_measures(scores)
-    summary = summarize(per_subset, sweep.seed)
+    replicates = document_replicates(scores, per_subset, store, sweep.seed, N_BOOT_FINDINGS)
+    per_subset = beyond_noise(per_subset, replicates)
+    summary = summarize(per_subset, sweep.seed, item_intervals(scores, per_subset, store, sweep.seed,
+                                                               replicates=replicates))
+    paired = paired_table(per_subset, replicates, sweep.seed)
     reference = reference_gains(scores, plan.subsets, sweep.seed)
     gains = task_gains(scores, per_subset)
     outcomes = outcomes_table(plan, records)
@@ -103,17 +121,18 @@ def write_report(ctx: Any, store: Any, out_dir: str | Path, *, check_tokens: boo
     lengths, longest = length_table(per_cell_lengths(plan, records, store, sweep.evaluation.max_gen_toks))
     labels = series_labels(plan)
     level = statement_level(summary)
-    findings = stated_findings(summary, item_intervals(scores, per_subset, store, sweep.seed,
-                                                       n_boot=N_BOOT_FINDINGS, level=level), level)
+    findings = stated_findings(summary, item_intervals(scores, per_subset, store, sweep.seed, level=level,
+                                                       replicates=replicates), level)
     written = _write_tables(out, {"scores.parquet": scores, "summary.csv": summary, "reference.csv": reference,
                                   "task_gains.csv": gains, "coverage.csv": coverage, "lengths.csv": lengths,
-                                  "findings.csv": findings})
-    figures = _figures(out, summary, reference, gains, lengths, labels)
+                                  "findings.csv": findings, "paired.csv": paired})
+    figures = _figures(out, summary, reference, gains, lengths, labels, paired)
     written += [p for paths in figures.values() for p in paths]
     token_note = _token_check(ctx, records, store) if check_tokens and not lengths.empty else ""
     prov = provenance(ctx, store, outcomes, records, commit=commit, zoo_before=zoo_before)
     md = _markdown(ctx, outcomes, summary, reference, gains, lengths, longest, labels, figures,
-                   coverage_md, token_note, prov, findings_section(findings, labels))
+                   coverage_md, token_note, prov, findings_section(findings, labels),
+                   support_section(summary, reference, paired, findings, labels))
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(to_html(md, f"{sweep.name}: merging study"))
     (out / PROVENANCE_FILE).write_text(json.dumps({"commit": commit, "sweep_hash": plan.sweep_hash, "zoo": ctx.zoo},
@@ -133,20 +152,23 @@ def _no_merges(plan: Any) -> list[str]:
 def _markdown(ctx: Any, outcomes: pd.DataFrame, summary: pd.DataFrame,
               reference: pd.DataFrame, gains: pd.DataFrame, lengths: pd.DataFrame, longest: dict[str, str | None],
               labels: dict[str, str], figures: dict[str, list[Path]], coverage_md: str, token_note: str,
-              prov_rows: list[tuple[str, str]], findings_md: str) -> str:
+              prov_rows: list[tuple[str, str]], findings_md: str, support_md: str = "") -> str:
     parts = [f"# {ctx.sweep.name}: merging study report",
              "Generated by `merge-study report` from the result store; every number below is computed from it "
              "(tables at full precision next to this file).",
-             sections.design(ctx), coverage_md, *_no_merges(ctx.plan), "## Figures"]
+             sections.design(ctx), coverage_md, *_no_merges(ctx.plan), *([support_md] if support_md else []),
+             "## Figures", *([small_n_note(summary, short=True)] if small_n_note(summary) else [])]
     for stem, caption in FIGURES:
         if stem in figures:
             parts.append(f"![{stem}](figures/{stem}.png)\n\n{caption} (PDF: `figures/{stem}.pdf`)")
         else:
             parts.append(f"{caption.split('.')[0]}: no data yet.")
     shown = summary.drop(columns=[c for c in summary.columns if c.endswith(("_ci_low", "_ci_high"))
-                                  and c.startswith("p_beat")])
+                                  and c.startswith(("p_beat", "normalised"))])
     parts.append(f"## Summary per (base, method, k)\n\nMeans over counted subsets; intervals are seeded 95% "
-                 f"bootstrap intervals over subsets (`summary.csv`).\n\n{md_table(sections.labelled(shown, labels))}")
+                 f"bootstrap intervals over subsets, and `gain_hier_ci_*` over subsets and documents "
+                 f"(`summary.csv`). {small_n_note(summary, short=True)}\n\n"
+                 f"{md_table(sections.labelled(shown, labels))}")
     parts.append(findings_md)
     parts.append(f"## Reference lines\n\n{md_table(reference)}")
     top = curves.largest_k_gains(gains)

@@ -15,6 +15,7 @@ from study.analysis.findings import FINDINGS_COLUMNS
 
 from study.analysis.lengths import AVG_TASK, LENGTH_COLUMNS
 from study.analysis.measures import SUMMARY_COLUMNS
+from study.analysis.paired import COLUMNS as PAIRED_COLUMNS
 from study.analysis.render import md_table
 from study.analysis.style import series_key, series_label
 from study.analysis.tables import SCORE_COLUMNS
@@ -125,11 +126,16 @@ def contracts() -> str:
     parts.append("### reference.csv\n\n" + md_table(pd.DataFrame([
         ("base, k", "base and subset size"), ("reference", "single (k = 1, mean over checkpoints) or best_single"),
         ("n", "checkpoints (k = 1) or subsets averaged"), ("gain_mean", "mean gain over the base"),
-        ("gain_ci_low, gain_ci_high", "seeded 95% bootstrap interval")], columns=["column", "meaning"])))
+        ("gain_ci_low, gain_ci_high", "seeded 95% bootstrap interval"),
+        ("base_rel_gain_best_single", "mean (avg(base) - best) / best over the same subsets: the base line of Figure 3"),
+        ("base_normalised", "the base's normalised score over the same subsets: the base line of Figure 6")],
+        columns=["column", "meaning"])))
     parts.append("### task_gains.csv\n\nbase, method, params, k, task, gain: mean over counted subsets of "
                  "score(merge, task) - score(base, task).")
     parts.append("### coverage.csv\n\nper (base, method, params, k): planned, done, failed, not_applicable, "
                  "missing, counted and dropped subsets.")
     parts.append("### findings.csv\n\n" + md_table(pd.DataFrame(list(FINDINGS_COLUMNS.items()),
                                                                  columns=["column", "meaning"])))
+    parts.append("### paired.csv\n\n" + md_table(pd.DataFrame(list(PAIRED_COLUMNS.items()),
+                                                               columns=["column", "meaning"])))
     return "\n\n".join(parts)

@@ -44,6 +44,9 @@ class SeriesStyle:
 ENSEMBLE_STYLE = SeriesStyle(color="black", marker="X", linestyle=DASHED, linewidth=1.4)
 BEST_SINGLE_STYLE = SeriesStyle(color="0.45", marker="", linestyle=DASHED, linewidth=1.2)
 SINGLE_POINT_STYLE = SeriesStyle(color="0.45", marker="D", linestyle="none")
+BASE_STYLE = SeriesStyle(color="#b2182b", marker="", linestyle=DASHED, linewidth=1.6)
+"""Where returning the base unchanged lies: the same dark red dashed line, labelled, in every figure of a score
+relative to something (gain over the base, relative gain over the best single, normalised score)."""
 
 
 def series_key(method: str, params: str) -> str:
