@@ -59,7 +59,8 @@ def _resolve_hub(ref: ModelRef) -> ResolvedModel:
     except Exception:
         raise CheckpointError(
             f"{ref.label}: not a local directory and not in the local Hugging Face cache (runs never download): "
-            f"download it first (`huggingface-cli download {ref.model}`) or give a local path"
+            f"download it first with `merge-study fetch SWEEP` (every hub model of the sweep, checked before any "
+            f"byte), or give a local path"
         ) from None
     return ResolvedModel(ref, path, f"hub:{ref.model}@{path.name}")
 
@@ -74,12 +75,18 @@ def resolve_model(ref: ModelRef, zoo_root: Path | None = None) -> ResolvedModel:
     return ResolvedModel(ref, path, content_digest(path))
 
 
+def is_hub_ref(ref: ModelRef) -> bool:
+    """Whether a reference names a hub model (``org/name`` that is not an existing path), not the zoo or a
+    local directory."""
+    path = Path(ref.model).expanduser()
+    return not (ref.model.startswith((".", "/", "~", ZOO_PREFIX)) or path.exists() or ref.model.count("/") != 1)
+
+
 def _local_dir(ref: ModelRef) -> Path | None:
     """The checked local directory a reference names, or None when it names a hub model."""
-    path = Path(ref.model).expanduser()
-    looks_local = ref.model.startswith((".", "/", "~")) or path.exists() or ref.model.count("/") != 1
-    if not looks_local:
+    if is_hub_ref(ref):
         return None
+    path = Path(ref.model).expanduser()
     if not path.is_dir():
         raise CheckpointError(f"{ref.model}: checkpoint directory not found")
     if not (path / "config.json").is_file() and not is_lora_dir(path):

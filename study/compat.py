@@ -33,6 +33,11 @@ def _config(model_dir: Path) -> dict[str, Any]:
         config = json.loads(file.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{file}: invalid JSON: {exc}") from None
+    return text_config(config)
+
+
+def text_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The language model's part of a config: a multimodal model's ``text_config``, else the config itself."""
     return config.get("text_config", config) if "num_hidden_layers" not in config else config
 
 
@@ -67,6 +72,14 @@ def _check_tensors(base: Any, ckpt: Any, where: Path, vocab_mismatch: str) -> No
                 f"checkpoint {where}: tensor {name} has dtype {c_dtype}, expected a float dtype like the base's "
                 f"{b_dtype} (quantised checkpoints cannot be merged)"
             )
+
+
+def check_pair(base_config: dict[str, Any], base: Any, ckpt_config: dict[str, Any], ckpt: Any, where: str | Path,
+               *, vocab_mismatch: str = "refuse") -> None:
+    """``check_compatible``'s checks of one full checkpoint, on configs and tensor sources already in hand: the hub
+    checks (``study.hub.checks``) pass sources built from safetensors headers read by HTTP range requests."""
+    _check_config(text_config(base_config), text_config(ckpt_config), where, vocab_mismatch)
+    _check_tensors(base, ckpt, where, vocab_mismatch)
 
 
 def check_compatible(base_dir: Path, checkpoint_dirs: list[Path], *, vocab_mismatch: str = "refuse") -> None:
