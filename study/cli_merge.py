@@ -91,7 +91,7 @@ def merge(
         if given:
             raise UserError(f"--config cannot be combined with {', '.join(given)}: the configuration names the "
                             f"method, models and parameters")
-        _merge_config(config, out, force, device)
+        _merge_config(config, out, force, device, zoo)
         return
     if method is None or not model:
         raise UserError("merge needs --method and at least one --model (or a mergekit --config FILE.yml)")
@@ -121,12 +121,12 @@ def merge(
     typer.echo(f"wrote {out} ({method}, {len(model)} models, {time.perf_counter() - t0:.1f} s)")
 
 
-def _merge_config(config: Path, out: Path, force: bool, device: str) -> None:
+def _merge_config(config: Path, out: Path, force: bool, device: str, zoo: Optional[Path]) -> None:
     """``merge --config``: a mergekit configuration, run natively when it maps onto a native method."""
     from study.mergekit_config import merge_config, plan_config
 
     _check_device(device)
-    plan = plan_config(config, device=device)
+    plan = plan_config(config, device=device, zoo_root=zoo)
     t0 = time.perf_counter()
     merge_config(plan, out, force=force, device=device)
     how = "native " + plan.native.method if plan.native is not None else f"mergekit ({plan.reason})"

@@ -17,8 +17,6 @@ the key.
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -28,10 +26,11 @@ from study.merged_dir import WEIGHT_FILES, Staging, check_output
 from study.methods.schema import MethodInfo
 from study.quiet import transformers_errors_only
 
-NATIVE = ("linear", "task_arithmetic", "ties", "slerp", "breadcrumbs")
+NATIVE = ("linear", "task_arithmetic", "ties", "slerp", "breadcrumbs", "nuslerp", "multislerp", "karcher")
 """mergekit methods whose native namesake computes the same function, given the conditions of
-``_native_params``. Not the DARE family: ours follows the paper's rescale and seeds its masks by tensor name
-(docs/methods.md), mergekit rescales to the L1 norm from the global RNG."""
+``_native_params`` (the spherical three to float32 rounding: tests/test_methods_spherical.py). Not the DARE
+family: ours follows the paper's rescale and seeds its masks by tensor name (docs/methods.md), mergekit
+rescales to the L1 norm from the global RNG."""
 
 OPTIONS = dict(copy_tokenizer=True, quiet=True, random_seed=0, write_model_card=False)
 """mergekit's run options besides the device: the adapter's (measured to match ``mergekit-yaml`` bit for
@@ -50,22 +49,12 @@ class NativePlan:
     tensor_params: Mapping[str, dict[str, Any]]
 
     def method_info(self) -> MethodInfo:
-        """The native method with its parameters bound per tensor name.
-
-        The driver passes ``tensor_name`` to a method that accepts it, on the whole-tensor and the block-wise
-        path alike, so binding here needs no change to the driver.
-        """
+        """The native method with its parameters bound per tensor name (``tensor_params.bind_per_tensor``,
+        which also binds a sweep's per-tensor values)."""
         from study.methods.registry import get_method
+        from study.methods.tensor_params import bind_per_tensor
 
-        info = get_method(self.method)
-        passes_name = "tensor_name" in inspect.signature(info.fn).parameters
-        table = self.tensor_params
-
-        def per_tensor(base: Any, tensors: list[Any], *, tensor_name: str) -> Any:
-            extra = {"tensor_name": tensor_name} if passes_name else {}
-            return info.fn(base, tensors, **info.call_kwargs(table[tensor_name]), **extra)
-
-        return dataclasses.replace(info, fn=per_tensor, params=(), prepass=None)
+        return bind_per_tensor(get_method(self.method), self.tensor_params.__getitem__)
 
 
 @dataclass(frozen=True)
@@ -84,8 +73,11 @@ class ConfigPlan:
         return "native" if self.native is not None else "mergekit"
 
 
-def load_config(path: Path) -> tuple[str, Any]:
-    """The YAML text and its ``MergeConfiguration``; a ``UserError`` naming the key for anything it rejects."""
+def load_config(path: Path, zoo_root: Path | None = None) -> tuple[str, Any]:
+    """The YAML text and its ``MergeConfiguration``; a ``UserError`` naming the key for anything it rejects.
+
+    ``zoo:NAME`` model references are the built mini zoo's directories (``zoo_root``, default as ``--zoo``).
+    """
     import yaml
     from mergekit.config import MergeConfiguration
     from pydantic import ValidationError
@@ -100,6 +92,7 @@ def load_config(path: Path) -> tuple[str, Any]:
     if not isinstance(raw, dict):
         raise UserError(f"--config {path}: expected a mergekit configuration (a mapping with merge_method), "
                         f"got {type(raw).__name__}")
+    raw = _resolve_zoo(raw, path, zoo_root)
     try:
         config = MergeConfiguration.model_validate(raw)
     except ValidationError as exc:
@@ -114,6 +107,30 @@ def load_config(path: Path) -> tuple[str, Any]:
                         f"spelling against mergekit's configuration format)")
     _check_parameter_names(path, raw, config.merge_method)
     return text, config
+
+
+MODEL_KEYS = ("model", "base_model", "tokenizer_source", "source", "path")
+"""Keys under which a mergekit configuration names a model (``models``, ``slices.sources``, ``modules``,
+``base_model``, ``tokenizer_source``, ``tokenizer.source``, a ``{model: {path: ...}}`` reference)."""
+
+
+def _resolve_zoo(raw: Any, path: Path, zoo_root: Path | None, where: str = "") -> Any:
+    """The configuration with every ``zoo:NAME`` model reference replaced by that zoo model's directory, before
+    mergekit parses it (mergekit would take ``zoo:add`` for a hub id); an unknown name is an error naming its key."""
+    from study.checkpoints import ZOO_PREFIX
+
+    if isinstance(raw, dict):
+        return {k: _resolve_zoo(v, path, zoo_root, f"{where}.{k}" if where else str(k)) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_resolve_zoo(v, path, zoo_root, f"{where}[{i}]") for i, v in enumerate(raw)]
+    if isinstance(raw, str) and where.rsplit(".", 1)[-1] in MODEL_KEYS and raw.startswith(ZOO_PREFIX):
+        from study.zoo import load_zoo
+
+        try:
+            return str(load_zoo(zoo_root).model(raw))
+        except UserError as exc:
+            raise UserError(f"--config {path}: {where}: {exc}") from None
+    return raw
 
 
 def _unknown_keys(raw: Any, parsed: Any, where: str) -> Iterator[str]:
@@ -178,9 +195,9 @@ def _local_inputs(config: Any) -> tuple[Path, ...]:
     return tuple(sorted(set(out)))
 
 
-def plan_config(path: Path, device: str = "cpu") -> ConfigPlan:
+def plan_config(path: Path, device: str = "cpu", zoo_root: Path | None = None) -> ConfigPlan:
     """Parse ``path``, let mergekit plan it (its errors are the user's), and decide who runs it."""
-    text, config = load_config(path)
+    text, config = load_config(path, zoo_root)
     inputs = _local_inputs(config)
     tasks = _mergekit_tasks(path, config, device)
     native, reason = _native_plan(config, tasks)
@@ -259,8 +276,8 @@ def _native_plan(config: Any, tasks: list[Any]) -> tuple[NativePlan | None, str]
             return None, f"tensor {name}: {exc}"
     if set(params) != names:
         return None, "mergekit's output tensors are not the base's (slices change the layers)"
-    if method in ("linear", "slerp"):
-        checkpoints = tuple(dirs[r] for r in (order if method == "linear" else _slerp_order(order, base_ref)))
+    if method in ("linear", "slerp", "karcher"):  # every model an input (mergekit's karcher takes the base too)
+        checkpoints = tuple(dirs[r] for r in (_slerp_order(order, base_ref) if method == "slerp" else order))
     else:
         checkpoints = tuple(dirs[r] for r in order if r != base_ref)
     return NativePlan(method, layout, checkpoints, params), ""
@@ -282,7 +299,7 @@ def _slerp_order(order: tuple[Any, ...], base_ref: Any) -> tuple[Any, Any]:
 
 def _native_params(method: str, task: Any, info: MethodInfo) -> dict[str, Any]:
     """One tensor's mergekit parameters as the native method's, checked by it; ``_NotNative`` when they differ
-    in meaning (which mergekit's ``GeneralizedTaskArithmeticMerge``, ``linear`` and ``slerp`` define)."""
+    in meaning (which mergekit's ``GeneralizedTaskArithmeticMerge`` and its other methods define)."""
     shared = _mapping(task.parameters)
     per = {ref: _mapping(p) for ref, p in _mapping(task.input_parameters).items()}
     others = [per[r] for r in task.model_order if r != task.base_model]
@@ -299,6 +316,12 @@ def _native_params(method: str, task: Any, info: MethodInfo) -> dict[str, Any]:
         given = {"weight": [per[r]["weight"] for r in task.model_order]}
     elif method == "slerp":
         given = {"t": shared["t"]}
+    elif method == "karcher":
+        given = {"max_iter": shared["max_iter"], "tol": shared["tol"]}
+    elif method in ("nuslerp", "multislerp"):  # task vectors exactly when mergekit has a base
+        keys = ("nuslerp_flatten", "nuslerp_row_wise") if method == "nuslerp" else ("normalize_weights", "eps")
+        given = {"weight": [p["weight"] for p in others], "use_base": task.base_model is not None,
+                 **{key: shared[key] for key in keys}}
     else:
         if shared["normalize"] != (method == "ties"):
             raise _NotNative(f"normalize: {str(shared['normalize']).lower()} is not native {method}'s")

@@ -4,34 +4,37 @@ Per tensor of each τᵢ: rank entries by |value|, drop the top ``gamma`` fracti
 ``density`` fraction, zero the rest; then task arithmetic. Counts follow mergekit's ``magnitude_outliers``:
 keep ⌊density·n⌋ entries and drop ⌊gamma·n⌋ outliers above them, fewer outliers when both do not fit, so
 ``density: 1`` keeps everything. Equal magnitudes are ranked by position, as a stable ascending sort (the order
-mergekit's ``sort`` gives when it is stable); ``common.ascending_rank_window`` finds that band without sorting.
+mergekit's ``sort`` gives when it is stable); ``task_vector_family.outlier_band`` finds that band without sorting.
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from study.methods.common import ascending_rank_window, task_vectors, weighted_sum
 from study.methods.schema import merge_method
+from study.methods.task_vector_family import OutlierBand, Recipe, Sum, merge, outlier_band
 
-
-def outlier_band(delta: Tensor, density: float, gamma: float) -> Tensor:
-    """Zero the top-``gamma`` outliers and everything below the next ``density`` fraction."""
-    n = delta.numel()
-    keep = int(density * n)
-    drop_top = min(int(gamma * n), n - keep)
-    drop_bottom = n - keep - drop_top
-    if drop_top == 0 and drop_bottom == 0:
-        return delta
-    mask = ascending_rank_window(delta.abs().flatten(), drop_bottom, drop_bottom + keep)
-    return delta * mask.view_as(delta).to(delta.dtype)
+__all__ = ["breadcrumbs", "outlier_band"]
 
 
 @merge_method(
     "breadcrumbs",
     reference="Davari & Belilovsky 2024, Model Breadcrumbs, https://arxiv.org/abs/2312.06795",
     version=1,
-    ranges={"density": {"low": 0.0, "low_open": True, "high": 1.0}, "gamma": {"low": 0.0, "high": 1.0}},
+    ranges={
+        "density": {"low": 0.0, "low_open": True, "high": 1.0,
+                    "help": "fraction of each tensor's task-vector entries kept: floor(density*n), the largest "
+                            "below the outliers; 1 keeps all"},
+        "gamma": {"low": 0.0, "high": 1.0,
+                  "help": "fraction of each tensor's largest-magnitude entries dropped as outliers: floor(gamma*n), "
+                          "fewer when they and the kept band do not both fit"},
+        "weight": {"help": "per-model weight w_i of model i's banded task vector in the sum"},
+        "lambda": {"help": "scale of the summed task vectors added to the base"},
+    },
+    mergekit_note="Same counts as mergekit's breadcrumbs (rescale and normalize false, its defaults) except: "
+    "equal magnitudes at the band's edges are ranked by position (a stable sort), mergekit's sort is not stable, "
+    "so on ties (bf16 checkpoints) the entries kept may differ; one density and gamma for all models (mergekit's "
+    "are per model, default density 1.0 = keep all).",
 )
 def breadcrumbs(
     base: Tensor,
@@ -43,5 +46,4 @@ def breadcrumbs(
     lambda_: float = 1.0,
 ) -> Tensor:
     """Keep a mid-magnitude band of each task vector (no outliers, no small noise), then task arithmetic."""
-    deltas = [outlier_band(tv, density, gamma) for tv in task_vectors(base, tensors)]
-    return base + lambda_ * weighted_sum(deltas, weight)
+    return merge(base, tensors, Recipe(OutlierBand(density, gamma), Sum()), weight, lambda_)

@@ -1,4 +1,5 @@
-"""What ``merge-study methods`` prints: every method with its parameters, defaults, applicable k, version, reference.
+"""What ``merge-study methods`` prints: every method with its version, applicable k, reference, where it differs
+from mergekit's namesake, and its parameters (type, default, range, help).
 
 The built-ins are described from :mod:`study.methods.catalog`, a table generated from their decorated
 functions, so listing them imports no method module and no torch (the listing took ~2 s, nearly all of it
@@ -42,6 +43,7 @@ def describe_info(info: MethodInfo) -> dict[str, Any]:
         "version": info.version,
         "applicable_k": info.applicable_k,
         "needs_base": info.needs_base,
+        "mergekit_note": info.mergekit_note,
         "params": [
             {
                 "name": p.name,
@@ -69,7 +71,7 @@ def describe_method(name: str) -> dict[str, Any]:
 
 def describe_methods() -> list[dict[str, Any]]:
     """Every registered native and plugin method, then the two adapter families."""
-    families = [dict(f, version=None, applicable_k="", params=[]) for f in ADAPTER_FAMILIES]
+    families = [dict(f, version=None, applicable_k="", mergekit_note=None, params=[]) for f in ADAPTER_FAMILIES]
     return [describe_method(n) for n in method_names()] + families
 
 
@@ -82,6 +84,8 @@ def format_methods() -> str:
         lines.append(f"{m['name']}{'  (' + ', '.join(tags) + ')' if tags else ''} — {m['summary']}")
         if m["reference"]:
             lines.append(f"    {m['reference']}")
+        if m.get("mergekit_note"):
+            lines.append(f"    vs mergekit: {m['mergekit_note']}")
         for p in m["params"]:
             lines.append(f"    {p['text']}")
             if p.get("help"):

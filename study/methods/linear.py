@@ -15,6 +15,10 @@ from study.methods.schema import merge_method
     version=1,
     needs_base=False,
     elementwise=True,
+    ranges={"weight": {"help": "per-model weight w_i in sum(w_i*theta_i) / sum(w_i): only the ratios matter; "
+                               "weights that sum to 0 are an error"}},
+    mergekit_note="Same as mergekit's linear with normalize: true (its default). mergekit's normalize: false "
+    "(the undivided sum) is not offered, and weights summing to 0 are an error here where mergekit divides by 0.",
 )
 def linear(base: Tensor | None, tensors: list[Tensor], *, weight: list[float] = 1.0) -> Tensor:  # type: ignore[assignment]
     """Weighted average of the checkpoints' weights."""

@@ -38,6 +38,10 @@ def stock_ratio(base: Tensor, tensors: list[Tensor]) -> float:
     reference="Jang et al. 2024, Model Stock, https://arxiv.org/abs/2403.19522",
     version=1,
     min_k=2,
+    mergekit_note="Same as mergekit 0.1.5's model_stock (filter_wise: false), including where "
+    "|1 + (T - 1)*cos(theta)| < 1e-6: both keep the base there (t = 0). mergekit 0.1.4 and earlier, the study "
+    "fork among them, have no guard and give inf/NaN there. mergekit's filter_wise: true (a ratio per row) is not "
+    "offered.",
 )
 def model_stock(base: Tensor, tensors: list[Tensor]) -> Tensor:
     """Interpolate between the base and the checkpoints' mean by a ratio set by the task vectors' angles."""

@@ -26,7 +26,11 @@ EPS = 1e-8
     needs_base=False,
     min_k=2,
     max_k=2,
-    ranges={"t": {"low": 0.0, "high": 1.0}},
+    ranges={"t": {"low": 0.0, "high": 1.0,
+                  "help": "position on the great circle: 0 gives the first checkpoint, 1 the second"}},
+    mergekit_note="Same as mergekit's slerp with base_model = the first checkpoint: mergekit goes from its "
+    "base_model (t = 0) to its one other model (t = 1), ours from the first checkpoint to the second and takes no "
+    "base (same 0.9995 linear fallback, same 1e-8 norm floor).",
 )
 def slerp(base: Tensor | None, tensors: list[Tensor], *, t: float = 0.5) -> Tensor:
     """Interpolate along the great circle between the two checkpoints' weights."""

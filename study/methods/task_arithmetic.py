@@ -14,6 +14,11 @@ from study.methods.schema import merge_method
     reference="Ilharco et al. 2023, Editing models with task arithmetic, https://arxiv.org/abs/2212.04089",
     version=1,
     elementwise=True,
+    ranges={"weight": {"help": "per-model weight w_i of model i's task vector in the sum"},
+            "lambda": {"help": "scale of the summed task vectors added to the base; a sweep's \"1/k\" gives their "
+                               "mean; negative subtracts"}},
+    mergekit_note="Same as mergekit's task_arithmetic with normalize: false (its default), bit for bit. mergekit's "
+    "normalize: true (divide by the sum of the weights) is not offered; a sweep's lambda \"1/k\" gives the mean.",
 )
 def task_arithmetic(
     base: Tensor, tensors: list[Tensor], *, weight: list[float] = 1.0, lambda_: float = 1.0  # type: ignore[assignment]

@@ -17,21 +17,20 @@ tensor, not one model's magnitudes; each pass streams the checkpoints once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from study.methods.common import (
-    KEEP_ALL,
-    TopK,
-    blocks,
-    disjoint_merge,
-    disjoint_parts,
-    keep_count,
-    top_k_cut,
-    top_k_mask,
+from study.methods.common import KEEP_ALL, TopK, disjoint_parts, keep_count
+from study.methods.task_vector_family import (
+    GLOBAL_CUTS,
+    GLOBAL_QUOTAS,
+    Recipe,
+    SignElection,
+    TopMagnitude,
+    merged_delta,
+    thinned_blocks,
 )
 from study.methods.schema import merge_method
 
@@ -116,48 +115,13 @@ def ties_prepass(inputs: Any, params: dict[str, Any]) -> dict[str, Any]:
     if params.get("trim_scope", "tensor") != "global":
         return {}
     cuts = global_cuts(inputs, float(params["density"]))
-    return {"ties_cuts": cuts, "ties_quotas": tensor_quotas(inputs, cuts)}
+    return {GLOBAL_CUTS: cuts, GLOBAL_QUOTAS: tensor_quotas(inputs, cuts)}
 
 
-def trim_cuts(
-    base: Tensor, tensors: list[Tensor], density: float, trim_scope: str, context: dict[str, Any] | None, name: str | None
-) -> list[TopK]:
-    """TIES step 1 as one ``TopK`` per model for this tensor.
-
-    ``tensor`` scope: exactly ``max(1, ⌊density·n⌋)`` of this tensor's |τᵢ| (``top_k_cut``, no sort);
-    ``global`` scope: the prepass's threshold over model i's whole task vector, with this tensor's share of the
-    entries equal to it.
-    """
-    if trim_scope == "tensor":
-        keep = keep_count(density, base.numel())
-        return [top_k_cut((t - base).abs().flatten(), keep) for t in tensors]
-    cuts = (context or {}).get("ties_cuts")
-    if cuts is None:
-        raise RuntimeError(f"ties with trim_scope global needs the prepass thresholds (tensor {name})")
-    quotas = (context or {}).get("ties_quotas", {}).get(name or "", [None] * len(cuts))
-    return [TopK(c.value, q) for c, q in zip(cuts, quotas)]
-
-
-def _trimmed_blocks(
-    base: Tensor, tensors: list[Tensor], density: float, trim_scope: str, context: dict[str, Any] | None,
-    name: str | None,
-) -> Iterator[tuple[slice, Tensor]]:
-    """TIES step 1, block by block (``common.blocks``): each block's ``(T, block)`` stack of trimmed τᵢ.
-
-    Only the cuts need the whole tensor; the masks carry each model's count of threshold ties across blocks, so
-    the result is entry for entry the same as trimming whole tensors.
-    """
-    cuts = trim_cuts(base, tensors, density, trim_scope, context, name)
-    seen = [0] * len(tensors)
-    flat_base, flat = base.reshape(-1), [t.reshape(-1) for t in tensors]
-    for block in blocks(flat_base.numel(), base.device):
-        b = flat_base[block]
-        rows = []
-        for i, t in enumerate(flat):
-            delta = t[block] - b
-            mask, seen[i] = top_k_mask(delta.abs(), cuts[i], seen[i])
-            rows.append(torch.where(mask, delta, torch.zeros_like(delta)))
-        yield block, torch.stack(rows)
+def ties_recipe(density: float, trim_scope: str = "tensor", normalize: bool = True) -> Recipe:
+    """TIES in the task-vector family: the exact magnitude trim (per tensor or global), then sign election and
+    the disjoint merge (a mean over the agreeing weights when ``normalize``)."""
+    return Recipe(TopMagnitude(density, trim_scope), SignElection(normalize))  # type: ignore[arg-type]
 
 
 def ties_delta(
@@ -170,12 +134,9 @@ def ties_delta(
     tensor_name: str | None = None,
     normalize: bool = True,
 ) -> Tensor:
-    """Steps 1–3 of TIES: the merged task vector before λ (shared with subspace boosting and AIM)."""
-    out = torch.empty_like(base)
-    flat_out = out.view(-1)
-    for block, trimmed in _trimmed_blocks(base, tensors, density, trim_scope, context, tensor_name):
-        flat_out[block] = disjoint_merge(trimmed, weight, normalize)
-    return out
+    """Steps 1–3 of TIES: the merged task vector before λ (shared with subspace boosting and AIM), block by
+    block: only the cuts need the whole tensor (``task_vector_family.TopMagnitude``)."""
+    return merged_delta(base, tensors, ties_recipe(density, trim_scope, normalize), weight, tensor_name, context)
 
 
 def ties_parts(
@@ -191,8 +152,9 @@ def ties_parts(
     weights, per entry (``common.disjoint_parts``), for a caller that transforms the sum before normalising."""
     total, norm = torch.empty_like(base), torch.empty_like(base)
     flat_total, flat_norm = total.view(-1), norm.view(-1)
-    for block, trimmed in _trimmed_blocks(base, tensors, density, trim_scope, context, tensor_name):
-        flat_total[block], flat_norm[block] = disjoint_parts(trimmed, weight)
+    trim = TopMagnitude(density, trim_scope)  # type: ignore[arg-type]
+    for block, rows in thinned_blocks(base, tensors, trim, tensor_name, context):
+        flat_total[block], flat_norm[block] = disjoint_parts(torch.stack(rows), weight)
     return total, norm
 
 
@@ -219,8 +181,17 @@ TIES_RANGES = {
     "ties",
     reference="Yadav et al. 2023, TIES-Merging, https://arxiv.org/abs/2306.01708",
     version=2,
-    ranges=TIES_RANGES,
+    ranges={**TIES_RANGES,
+            "weight": {"help": "per-model weight w_i: scales model i's trimmed task vector in the sign election, "
+                               "in the agreeing sum and in the divisor"},
+            "lambda": {"help": "scale of the merged task vector added to the base"}},
     prepass=ties_prepass,
+    mergekit_note="Same as mergekit's ties (normalize true or false, rescale false) except: among equal magnitudes "
+    "at the trim threshold ours keeps the lowest flat indices, mergekit's unstable argsort whichever its sort "
+    "kernel puts first (they differ on bf16 checkpoints and agree once that sort is stable); one density for all "
+    "models (mergekit's is per model, default 1.0 = no trim); trim_scope: global (the paper's) is ours only. The "
+    "sign is elected on the weighted trimmed deltas sum(w_i*trimmed tau_i), as mergekit does (the paper and PEFT "
+    "elect on the unweighted ones: the same with equal weights). mergekit's rescale (L1-norm) is not offered.",
 )
 def ties(
     base: Tensor,
