@@ -26,7 +26,8 @@ from study.merged_dir import WEIGHT_FILES, Staging, check_output
 from study.methods.schema import MethodInfo
 from study.quiet import transformers_errors_only
 
-NATIVE = ("linear", "task_arithmetic", "ties", "slerp", "breadcrumbs", "nuslerp", "multislerp", "karcher")
+NATIVE = ("linear", "task_arithmetic", "ties", "slerp", "breadcrumbs", "breadcrumbs_ties", "sce", "nuslerp", "multislerp",
+          "karcher")
 """mergekit methods whose native namesake computes the same function, given the conditions of
 ``_native_params`` (the spherical three to float32 rounding: tests/test_methods_spherical.py). Not the DARE
 family: ours follows the paper's rescale and seeds its masks by tensor name (docs/methods.md), mergekit
@@ -322,17 +323,22 @@ def _native_params(method: str, task: Any, info: MethodInfo) -> dict[str, Any]:
         keys = ("nuslerp_flatten", "nuslerp_row_wise") if method == "nuslerp" else ("normalize_weights", "eps")
         given = {"weight": [p["weight"] for p in others], "use_base": task.base_model is not None,
                  **{key: shared[key] for key in keys}}
+    elif method == "sce":  # no per-model weight: SCE computes its own; int8_mask only changes the mask's dtype
+        given = {"select_topk": shared["select_topk"]}
     else:
-        if shared["normalize"] != (method == "ties"):
-            raise _NotNative(f"normalize: {str(shared['normalize']).lower()} is not native {method}'s")
+        elects = method in ("ties", "breadcrumbs_ties")  # sign election: normalize is a native option
+        if shared["normalize"] and not elects:
+            raise _NotNative(f"normalize: true is not native {method}'s")
         if method != "task_arithmetic" and shared["rescale"]:
             raise _NotNative("rescale: true (native sparsification does not rescale)")
         given = {"weight": [p["weight"] for p in others], "lambda": shared["lambda"]}
-        if method == "ties":
+        if elects:
             if any(w < 0 for w in given["weight"]):
                 raise _NotNative("a negative weight (mergekit elects signs on weighted task vectors)")
-            given.update(density=same("density"), trim_scope="tensor")
-        if method == "breadcrumbs":
+            given.update(normalize=bool(shared["normalize"]), density=same("density"))
+        if method == "ties":
+            given.update(trim_scope="tensor")
+        if method in ("breadcrumbs", "breadcrumbs_ties"):
             given.update(density=same("density"), gamma=same("gamma"))
     return info.resolve_params(given, n_models=len(given["weight"]) if "weight" in given else 2)
 

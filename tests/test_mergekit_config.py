@@ -77,6 +77,31 @@ def breadcrumbs(f):
             "models": [{"model": str(c), "parameters": {"weight": w}} for c, w in zip(f.checkpoints, [1.0, 0.6])]}
 
 
+def breadcrumbs_ties(f):
+    """Breadcrumbs with TIES' sign election, mergekit's default normalize: false and then true."""
+    return {"merge_method": "breadcrumbs_ties", "base_model": str(f.base), "dtype": "float32",
+            "parameters": {"density": 0.7, "gamma": 0.05},
+            "models": [{"model": str(c), "parameters": {"weight": w}} for c, w in zip(f.checkpoints, [1.0, 0.6, 0.3])]}
+
+
+def breadcrumbs_ties_normalized(f):
+    cfg = breadcrumbs_ties(f)
+    cfg["parameters"]["normalize"] = True
+    return cfg
+
+
+def ties_unnormalized(f):
+    cfg = ties_shared_density(f)
+    cfg["parameters"]["normalize"] = False
+    return cfg
+
+
+def sce(f):
+    """SCE with variance selection (mergekit's sce takes no per-model weight)."""
+    return {"merge_method": "sce", "base_model": str(f.base), "dtype": "float32",
+            "parameters": {"select_topk": 0.3}, "models": [{"model": str(c)} for c in f.checkpoints]}
+
+
 def half_precision(f):
     """mergekit computes in float16 here; native merges compute in float32, so mergekit runs it."""
     return {**task_arithmetic(f), "dtype": "float16"}
@@ -96,6 +121,10 @@ CASES = [
     (task_arithmetic, "native"),
     (slerp, "native"),
     (breadcrumbs, "native"),
+    (breadcrumbs_ties, "native"),
+    (breadcrumbs_ties_normalized, "native"),
+    (ties_unnormalized, "native"),
+    (sce, "native"),
     (half_precision, "mergekit"),
     (one_layer_slices, "mergekit"),
 ]
