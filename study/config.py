@@ -49,6 +49,13 @@ def resolve_value(value: Any, k: int) -> Any:
         expr = KExpression.parse(value)
         if expr is not None:
             return expr.resolve(k)
+    if isinstance(value, dict):  # a per-tensor form: ``c/k`` resolves inside it too
+        from study.param_forms import map_leaves
+
+        try:
+            return map_leaves(value, lambda v: resolve_value(v, k))
+        except ValueError:
+            return value  # not a form: the method's schema says so, naming the parameter
     return value
 
 
@@ -99,7 +106,10 @@ class BaseSpec(BaseModel):
 
 
 ParamScalar = Union[bool, int, float, str]
-ParamValue = Union[ParamScalar, list[ParamScalar]]
+ParamPoint = Union[ParamScalar, dict[str, Any]]
+"""One value of a grid: a scalar, or a per-tensor mapping ``{gradient: [...]}`` / ``{filters: [...]}``
+(mergekit's gradients and conditions, ``study.methods.tensor_params``)."""
+ParamValue = Union[ParamPoint, list[ParamPoint]]
 
 
 class MethodSpec(BaseModel):
@@ -110,9 +120,24 @@ class MethodSpec(BaseModel):
     params: dict[str, ParamValue] = Field(default_factory=dict)
     label: str | None = Field(default=None, description="name shown in figures; default: the method name")
 
-    def grid(self) -> list[dict[str, ParamScalar]]:
+    @field_validator("params")
+    @classmethod
+    def _forms(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """A per-tensor value's shape is checked here (its values against the method in ``check_methods``)."""
+        from study.param_forms import parse_form
+
+        for key, value in params.items():
+            for point in value if isinstance(value, list) else [value]:
+                if isinstance(point, dict):
+                    try:
+                        parse_form(point)
+                    except ValueError as exc:
+                        raise ValueError(f"{key}: {exc}") from None
+        return params
+
+    def grid(self) -> list[dict[str, ParamPoint]]:
         """Every combination of the listed values, in file order (deterministic)."""
-        combos: list[dict[str, ParamScalar]] = [{}]
+        combos: list[dict[str, ParamPoint]] = [{}]
         for key, value in self.params.items():
             values = value if isinstance(value, list) else [value]
             combos = [{**c, key: v} for c in combos for v in values]
@@ -141,6 +166,8 @@ class EvaluationSpec(BaseModel):
     seed: int = 1234
     ensemble: bool = Field(default=False, description="also evaluate the output ensemble of each subset (k forward passes)")
     vllm: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments (backend: vllm; CPU via scripts/vllm_env.sh, or the CUDA build)")
+    bootstrap_iters: int = Field(default=100000, ge=0, description="lm-eval's bootstrap_iters: standard errors of every metric (closed form for means, this many resamples otherwise); 0: none")
+    allow_code_execution: bool = Field(default=False, description="run tasks that execute model-written code (lm-eval's confirm_run_unsafe_code; HumanEval, MBPP); the report says so")
 
 
 class ExecutorSpec(BaseModel):
@@ -181,6 +208,13 @@ class Sweep(BaseModel):
     merge: MergeSpec = Field(default_factory=MergeSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     description: str | None = None
+    diagnostics: bool = Field(
+        default=True, description="measure interference diagnostics (task-vector cosines, sign conflicts, subspace "
+                                  "overlap, rank and norm of the merged delta) in every merge cell's merge pass and "
+                                  "store them with its record (study.diagnostics); not part of any cell key")
+    lineage: Literal["warn", "strict"] = Field(
+        default="warn", description="a hub checkpoint whose model card's base_model chain does not reach its base: "
+                                    "a warning (warn) or an error (strict) in `validate` and `fetch`")
 
     @field_validator("ks")
     @classmethod

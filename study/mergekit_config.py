@@ -24,6 +24,9 @@ from typing import Any, Callable, Iterator, Mapping
 from study.errors import MethodError, UserError
 from study.merged_dir import WEIGHT_FILES, Staging, check_output
 from study.methods.schema import MethodInfo
+from study.mergekit_plan import OPTIONS
+from study.mergekit_plan import mapping as _mapping
+from study.mergekit_plan import mergekit_tasks as _mergekit_tasks
 from study.quiet import transformers_errors_only
 
 NATIVE = ("linear", "task_arithmetic", "ties", "slerp", "breadcrumbs", "breadcrumbs_ties", "sce", "nuslerp", "multislerp",
@@ -32,12 +35,6 @@ NATIVE = ("linear", "task_arithmetic", "ties", "slerp", "breadcrumbs", "breadcru
 ``_native_params`` (the spherical three to float32 rounding: tests/test_methods_spherical.py). Not the DARE
 family: ours follows the paper's rescale and seeds its masks by tensor name (docs/methods.md), mergekit
 rescales to the L1 norm from the global RNG."""
-
-OPTIONS = dict(copy_tokenizer=True, quiet=True, random_seed=0, write_model_card=False)
-"""mergekit's run options besides the device: the adapter's (measured to match ``mergekit-yaml`` bit for
-bit), without the model card, whose README.md and mergekit_config.yml a later ``--force`` would refuse to
-delete; the configuration is kept in ``merge_study.json`` instead."""
-
 
 @dataclass(frozen=True)
 class NativePlan:
@@ -205,28 +202,6 @@ def plan_config(path: Path, device: str = "cpu", zoo_root: Path | None = None) -
     return ConfigPlan(Path(path), text, config, inputs, native, reason)
 
 
-def _mergekit_tasks(path: Path, config: Any, device: str) -> list[Any]:
-    """mergekit's per-tensor merge tasks (output weight, models, resolved parameters); loads no tensor."""
-    from mergekit.architecture import get_architecture_info
-    from mergekit.io.tasks import LoaderCache, SaveTensor
-    from mergekit.merge import _model_out_config
-    from mergekit.options import MergeOptions
-    from mergekit.plan import MergePlanner
-
-    options = MergeOptions(device=device, **OPTIONS)
-    planned = config.model_copy(deep=True)  # the planner rewrites models/slices into modules in place
-    try:
-        arch = get_architecture_info(planned, options)
-        LoaderCache().setup(options=options)
-        with transformers_errors_only():
-            out_config = _model_out_config(planned, arch)
-        # The very plan run_merge executes; building it touches no file (the path is only where it would write).
-        plan = MergePlanner(planned, arch, options, out_config).plan_to_disk(str(path) + ".never-written")
-        return [task.tensor_task for task in plan if isinstance(task, SaveTensor)]
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise UserError(f"--config {path}: mergekit cannot plan it: {str(exc).splitlines()[0]}") from None
-
-
 def _native_plan(config: Any, tasks: list[Any]) -> tuple[NativePlan | None, str]:
     """The native plan, or None and why mergekit must run the configuration."""
     from mergekit.io.tasks import GatherTensors
@@ -282,11 +257,6 @@ def _native_plan(config: Any, tasks: list[Any]) -> tuple[NativePlan | None, str]
     else:
         checkpoints = tuple(dirs[r] for r in order if r != base_ref)
     return NativePlan(method, layout, checkpoints, params), ""
-
-
-def _mapping(value: Any) -> dict[Any, Any]:
-    """A mergekit ``ImmutableMap`` field as a dict (pydantic stores it as ``ImmutableMap`` or its ``immutables.Map``)."""
-    return dict(getattr(value, "data", value))
 
 
 class _NotNative(Exception):

@@ -8,6 +8,7 @@ command line. This module knows no names: :mod:`study.methods.registry` maps nam
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import typing
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from study.errors import MethodError, NotApplicable
+from study.param_forms import CATCH_ALL, Gradient, parse_form
 
 RESERVED_ARGS = {"tensor_name", "context"}
 
@@ -103,6 +105,14 @@ class MethodInfo:
     whole_model: Callable[..., Any] | None = None
     """A whole-model adapter (mergekit, PEFT): ``whole_model(base_dir, checkpoint_dirs, params, out_dir)``
     writes the merged model directory itself; the driver then streams its tensors instead of calling ``fn``."""
+    mergekit_note: str | None = None
+    """Where the method's semantics differ from mergekit's method of that name, or ``"same as mergekit's <name>"``,
+    or ``"not in mergekit; ..."``: mergekit is how most merges are written down, so a user comparing results must
+    know where ours compute something else (printed by ``merge-study methods``; every built-in has one)."""
+    statistics: Callable[[dict[str, Any]], list[Any]] | None = None
+    """``statistics(params) -> [StatisticRequest, ...]``: data-dependent statistics (``study.statistics``) the
+    driver computes once per checkpoint and calibration set, cached on disk, and passes in
+    ``context["statistics"]`` (read one tensor at a time); the method must accept ``context``."""
 
     @property
     def applicable_k(self) -> str:
@@ -128,6 +138,13 @@ class MethodInfo:
         out: dict[str, Any] = {}
         for p in self.params:
             value = given.get(p.name, p.default)
+            if isinstance(value, dict):  # a per-tensor gradient or filters (study.methods.tensor_params)
+
+                if self.whole_model is not None:
+                    raise MethodError(f"method {self.name!r}, parameter {p.name!r}: a whole-model adapter takes "
+                                      f"no per-tensor values (gradient, filters): use a native method")
+                out[p.name] = check_form(p, value, self.name)
+                continue
             if p.per_model:
                 if value is None or (not isinstance(value, (list, tuple))):
                     value = [p.default if value is None else value] * (n_models or 1)
@@ -177,6 +194,8 @@ def merge_method(
     ranges: dict[str, dict[str, Any]] | None = None,
     prepass: Callable[..., Any] | None = None,
     elementwise: bool = False,
+    mergekit_note: str | None = None,
+    statistics: Callable[[dict[str, Any]], list[Any]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a merge method: ``fn(base, tensors, *, <params>, tensor_name, context) -> Tensor``.
 
@@ -187,6 +206,10 @@ def merge_method(
     default or a fixed bug, so that stored cells of the old version are recomputed, not reused).
     ``elementwise=True`` promises that output entry j depends only on entry j of each input (no norms, ranks
     or random masks over the tensor); the driver then merges in blocks that stay in the CPU cache.
+    ``mergekit_note`` says in one or more sentences where the semantics differ from mergekit's (see ``MethodInfo``).
+    A parameter's help text is ``ranges[name]["help"]``.
+    ``statistics(params)`` returns the ``study.statistics.StatisticRequest`` s the method needs (Gram matrices,
+    Fisher diagonals, activations of the base or of each checkpoint); see ``MethodInfo.statistics``.
     """
 
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
@@ -216,7 +239,42 @@ def merge_method(
             prepass=prepass,
             elementwise=elementwise,
             arg_names=arg_names,
+            mergekit_note=mergekit_note,
+            statistics=statistics,
         )
         return fn
 
     return wrap
+
+
+def check_form(param: Param, value: dict[str, Any], method: str) -> Any:
+    """Every value of the form checked against ``param``'s type and range; the canonical form (a scalar when
+    the form gives one value to every tensor). A per-model parameter's form gives each model the same value."""
+    try:
+        form = parse_form(value)
+    except ValueError as exc:
+        raise MethodError(f"method {method!r}, parameter {param.name!r}: {exc}") from None
+    scalar = dataclasses.replace(param, per_model=False)
+
+    def gradient(values: list[Any]) -> Any:
+        if len(values) == 1:
+            return scalar.check(values[0], method)
+        if param.type is not float:
+            raise MethodError(f"method {method!r}, parameter {param.name!r}: a gradient interpolates between "
+                              f"values, so it needs a float parameter (this one is {param.type.__name__}): "
+                              f"give per-tensor values with filters")
+        return [scalar.check(v, method) for v in values]
+
+    if isinstance(form, Gradient):
+        g = gradient(form.gradient)
+        return {"gradient": g} if isinstance(g, list) else g
+    entries: list[dict[str, Any]] = []
+    for cond in form.filters:
+        v = gradient(cond.value) if isinstance(cond.value, list) else scalar.check(cond.value, method)
+        if cond.filter in CATCH_ALL:
+            if not entries:
+                return {"gradient": v} if isinstance(v, list) else v
+            entries.append({"value": v})
+            break
+        entries.append({"filter": cond.filter, "value": v})
+    return {"filters": entries}

@@ -29,110 +29,14 @@ import dataclasses
 import functools
 import inspect
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Union
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import TYPE_CHECKING, Any, Callable
 
 from study.errors import MethodError
+from study.mergekit_plan import layer_positions
+from study.param_forms import is_form
 
 if TYPE_CHECKING:
     from study.methods.schema import MethodInfo, Param
-
-Scalar = Union[bool, int, float, str]
-CATCH_ALL = (None, "*", "")
-"""Filters that match every tensor in mergekit's ``evaluate_setting`` (no filter, ``*``, and the empty string)."""
-
-_STRICT = ConfigDict(extra="forbid", frozen=True)
-
-
-class Gradient(BaseModel):
-    """``{gradient: [v0, ..., vn]}``: mergekit's value list, interpolated over the layers."""
-
-    model_config = _STRICT
-    gradient: list[Scalar] = Field(min_length=1)
-
-
-class Condition(BaseModel):
-    """One of mergekit's conditional values: ``value`` (a scalar or a gradient list) where ``filter`` matches."""
-
-    model_config = _STRICT
-    filter: str | None = None
-    value: Union[Scalar, list[Scalar]]
-
-
-class Filters(BaseModel):
-    """``{filters: [...]}``: mergekit's conditional values, the first matching condition wins."""
-
-    model_config = _STRICT
-    filters: list[Condition] = Field(min_length=1)
-
-
-FORMS = "{gradient: [values]} or {filters: [{filter: NAME, value: V}, ..., {value: V}]}"
-
-
-def is_form(value: Any) -> bool:
-    """A per-tensor form is the only mapping a sweep parameter takes (a list is a grid, a scalar a value)."""
-    return isinstance(value, dict)
-
-
-def parse_form(value: Any) -> Gradient | Filters:
-    """The form's shape checked (no method needed); ``ValueError`` with one line saying what is wrong."""
-    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in ("gradient", "filters"):
-        keys = ", ".join(map(str, value)) if isinstance(value, dict) else type(value).__name__
-        raise ValueError(f"a per-tensor value is {FORMS}, got {{{keys}}}")
-    model = Gradient if "gradient" in value else Filters
-    try:
-        return model.model_validate(value)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = [str(x) for x in err["loc"]]
-        union = [x for x in loc if x.startswith(("bool", "int", "float", "str", "list["))]
-        where = "".join(f"[{x}]" if x.isdigit() else f".{x}" for x in loc if x not in union).lstrip(".")
-        msg = f"expected a single value (a number, true/false or a word), got {err['input']!r}" if union else err["msg"]
-        raise ValueError(f"{where}: {msg} (a per-tensor value is {FORMS})") from None
-
-
-def map_leaves(value: dict[str, Any], fn: Callable[[Any], Any]) -> dict[str, Any]:
-    """The form with ``fn`` applied to every value in it (``c/k`` resolution); the shape checked first."""
-    form = parse_form(value)
-    if isinstance(form, Gradient):
-        return {"gradient": [fn(v) for v in form.gradient]}
-    return {"filters": [{**({} if c.filter is None else {"filter": c.filter}),
-                         "value": [fn(v) for v in c.value] if isinstance(c.value, list) else fn(c.value)}
-                        for c in form.filters]}
-
-
-def check_form(param: "Param", value: dict[str, Any], method: str) -> Any:
-    """Every value of the form checked against ``param``'s type and range; the canonical form (a scalar when
-    the form gives one value to every tensor). A per-model parameter's form gives each model the same value."""
-    try:
-        form = parse_form(value)
-    except ValueError as exc:
-        raise MethodError(f"method {method!r}, parameter {param.name!r}: {exc}") from None
-    scalar = dataclasses.replace(param, per_model=False)
-
-    def gradient(values: list[Any]) -> Any:
-        if len(values) == 1:
-            return scalar.check(values[0], method)
-        if param.type is not float:
-            raise MethodError(f"method {method!r}, parameter {param.name!r}: a gradient interpolates between "
-                              f"values, so it needs a float parameter (this one is {param.type.__name__}): "
-                              f"give per-tensor values with filters")
-        return [scalar.check(v, method) for v in values]
-
-    if isinstance(form, Gradient):
-        g = gradient(form.gradient)
-        return {"gradient": g} if isinstance(g, list) else g
-    entries: list[dict[str, Any]] = []
-    for cond in form.filters:
-        v = gradient(cond.value) if isinstance(cond.value, list) else scalar.check(cond.value, method)
-        if cond.filter in CATCH_ALL:
-            if not entries:
-                return {"gradient": v} if isinstance(v, list) else v
-            entries.append({"value": v})
-            break
-        entries.append({"filter": cond.filter, "value": v})
-    return {"filters": entries}
 
 
 def _setting(canonical: dict[str, Any]) -> Any:
@@ -146,38 +50,6 @@ def _setting(canonical: dict[str, Any]) -> Any:
 
 def _has_gradient(canonical: dict[str, Any]) -> bool:
     return "gradient" in canonical or any(isinstance(c["value"], list) for c in canonical["filters"])
-
-
-def layer_positions(layout: Path) -> dict[str, float]:
-    """Each tensor's layer position ``t`` in [0, 1] as mergekit's planner assigns it (its gradients' abscissa).
-
-    mergekit's ``MergePlanner`` plans a one-model ``linear`` merge of ``layout`` whose weight is the gradient
-    ``[0, 1]``; the weight it resolves for a tensor is then exactly that tensor's ``t`` ((1 - t)·0 + t·1 = t
-    in floating point), so the positions are the planner's own (layers i/(n - 1), embeddings and final norm 0)
-    rather than a second implementation of them. Cached per directory and config.json modification time.
-    """
-    config = Path(layout) / "config.json"
-    return dict(_positions(str(Path(layout).resolve()), config.stat().st_mtime_ns if config.exists() else 0))
-
-
-@functools.lru_cache(maxsize=16)
-def _positions(layout: str, _mtime: int) -> tuple[tuple[str, float], ...]:
-    from mergekit.config import MergeConfiguration
-
-    from study.errors import UserError
-    from study.mergekit_config import _mapping, _mergekit_tasks
-
-    probe = MergeConfiguration.model_validate(
-        {"merge_method": "linear", "models": [{"model": layout, "parameters": {"weight": [0.0, 1.0]}}]})
-    try:
-        tasks = _mergekit_tasks(Path(layout), probe, "cpu")
-    except UserError as exc:
-        raise MethodError(f"a gradient needs mergekit's layer positions, and {exc}") from None
-    out = []
-    for task in tasks:
-        (weights,) = _mapping(task.input_parameters).values()
-        out.append((task.output_weight.name, float(_mapping(weights)["weight"])))
-    return tuple(out)
 
 
 def tensor_value(param: "Param", canonical: dict[str, Any], method: str, tensor_name: str,
