@@ -202,10 +202,15 @@ def methods(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @app.command()
 @friendly
-def validate(sweep: Path = SweepArg, zoo: Optional[Path] = ZooOpt) -> None:
-    """Every early check (schema, methods, parameters, checkpoints, tasks), no heavy work."""
+def validate(sweep: Path = SweepArg, zoo: Optional[Path] = ZooOpt, store: Optional[Path] = StoreOpt) -> None:
+    """Every early check (schema, methods, parameters, checkpoints, tasks), no heavy work. Hub models are checked
+    on the hub first (existence, access, shapes and dtypes from headers, lineage; no download), or offline from the
+    local cache; --store is where `fetch` keeps models.lock.json."""
+    from study.cli_fetch import hub_checks
     from study.prepare import prepare
 
+    if not hub_checks(sweep, zoo, store):
+        return
     ctx = prepare(sweep, zoo_root=zoo)
     n = len(ctx.plan.unique_cells())
     typer.echo(f"{sweep}: ok ({len(ctx.sweep.bases)} base(s), {len(ctx.sweep.methods)} method(s), {n} cells)")
@@ -245,6 +250,8 @@ def zoo_path(name: Optional[str] = typer.Argument(None, metavar="NAME",
 
 
 from study import cli_merge  # noqa: E402,F401  (registers `merge`)
+from study import cli_fetch  # noqa: E402,F401  (registers `fetch`)
+from study import cli_export  # noqa: E402,F401  (registers `export`, `export-results`)
 
 
 def main() -> None:

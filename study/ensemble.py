@@ -120,17 +120,10 @@ def evaluate_ensemble(evaluator: Any, state_dicts: list[dict[str, Any]]) -> Any:
     cell's. Returns an ``EvalResult``. The k models are copies of the evaluator's (k times its memory), freed
     on return; the evaluator's own model is left as it was.
     """
-    from lm_eval.evaluator import evaluate
-
-    from study.evaluate import _set_seeds, quiet_progress
+    from study.evaluate import run_lm_eval
 
     spec = evaluator.spec
     device = str(next(evaluator.model.parameters()).device)
     lm = EnsembleLM(ensemble_models(evaluator, state_dicts), evaluator.tokenizer, batch_size=spec.batch_size,
                     device=device)
-    _set_seeds(spec.seed)
-    with quiet_progress():
-        results = evaluate(lm=lm, task_dict=evaluator.task_dict, limit=spec.limit, log_samples=True,
-                           bootstrap_iters=0, apply_chat_template=spec.apply_chat_template,
-                           fewshot_as_multiturn=False, verbosity="ERROR")
-    return evaluator._collect(results)
+    return evaluator._collect(run_lm_eval(lm, evaluator.task_dict, spec))

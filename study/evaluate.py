@@ -4,7 +4,9 @@ One ``Evaluator`` per (base model, evaluation config) per process: the model obj
 wrapper and lm-eval task objects are built once; each cell copies its merged weights into the model in place
 and calls ``lm_eval.evaluator.evaluate`` again (environment.md: ~1.3 s a call against ~20 s for the CLI).
 Per-sample responses are kept, with token counts under the evaluated model's tokenizer, so response lengths
-and scores can be recomputed without regenerating.
+and scores can be recomputed without regenerating. Every backend calls lm-eval through ``run_lm_eval``, which
+returns lm-eval's whole results dict as ``simple_evaluate`` would (``EvalResult.lm_eval``), from which the store
+keeps lm-eval's own result files (``study.lm_eval_files``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import io
 import logging
 import os
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,19 +34,23 @@ SMALL_MODEL_PARAMS = 50_000_000
 
 PRIMARY_METRICS = ("acc", "exact_match", "acc_norm", "f1", "bleu", "mcc")
 
-EVAL_BRIDGE_VERSION = 1
+EVAL_BRIDGE_VERSION = 2
 """Part of every cell key: bump it when a change here changes scores or samples (how weights are loaded,
-which metric is primary, how tokens are counted), so every cell is re-evaluated instead of mixing results."""
+which metric is primary, how tokens are counted), so every cell is re-evaluated instead of mixing results.
+2: few-shot examples drawn from a seed reset for every evaluation (1 drew them from an unseeded generator
+that advanced from cell to cell), and records carry standard errors and lm-eval's own result files."""
 
 
 @dataclass
 class EvalResult:
-    """Per task: the primary metric and its score, every metric lm-eval reported, and the samples; ``backend``:
-    what a backend says about how it scored (kept in the record, e.g. vLLM's engine and whether it was fresh)."""
+    """Per task: the primary metric, its score and standard error, every metric lm-eval reported, and the
+    samples; ``backend``: what a backend says about how it scored (kept in the record, e.g. vLLM's engine and
+    whether it was fresh); ``lm_eval``: lm-eval's results dict with its samples, as ``simple_evaluate`` returns it."""
 
     scores: dict[str, dict[str, Any]]
     samples: list[dict[str, Any]] = field(default_factory=list)
     backend: dict[str, Any] = field(default_factory=dict)
+    lm_eval: dict[str, Any] | None = None
 
 
 def resolve_tasks(names: list[str], zoo_root: Path | None = None) -> list[Any]:
@@ -95,7 +102,7 @@ def _check_task_name(name: str) -> None:
 
     from study.zoo.names import canonical_task, task_spellings
 
-    names = _lm_eval_task_names()
+    names = _task_index()
     if name in names or any(ch in name for ch in "*?["):
         return
     zoo = {spelling: canonical_task(task) for spelling, task in task_spellings().items()}
@@ -106,10 +113,52 @@ def _check_task_name(name: str) -> None:
 
 
 @functools.lru_cache(maxsize=1)
-def _lm_eval_task_names() -> tuple[str, ...]:
+def _task_index() -> dict[str, Any]:
+    """lm-eval's index of its tasks (name → entry with the task's YAML config, includes resolved)."""
     from lm_eval.tasks import TaskManager
 
-    return tuple(TaskManager().all_tasks)
+    return dict(TaskManager().task_index)
+
+
+def unsafe_tasks(specs: list[Any]) -> list[str]:
+    """The tasks among ``specs`` (``resolve_tasks``' output) that lm-eval marks ``unsafe_code`` (they execute
+    model-written code), read from their configs without building them, so ``validate`` can say so."""
+    out = []
+    for spec in specs:
+        if isinstance(spec, dict):
+            cfg = spec
+        else:
+            entry = _task_index().get(spec) if not any(ch in spec for ch in "*?[") else None
+            cfg = getattr(entry, "cfg", None) or {}
+        if cfg.get("unsafe_code"):
+            out.append(_task_name(spec))
+    return out
+
+
+def check_code_execution(names: list[str], allowed: bool) -> None:
+    """Tasks that run model-written code need ``evaluation.allow_code_execution: true`` (off by default)."""
+    if names and not allowed:
+        raise UserError(f"evaluation.tasks: {', '.join(names)} execute(s) code the model writes; set "
+                        f"evaluation.allow_code_execution: true to run it (lm-eval's confirm_run_unsafe_code; "
+                        f"off by default, and the report says when it was on)")
+
+
+@contextlib.contextmanager
+def code_execution(allowed: bool) -> Iterator[None]:
+    """With ``allowed``, the environment switch that Hugging Face ``evaluate``'s ``code_eval`` metric (used by
+    lm-eval's HumanEval and MBPP) requires besides lm-eval's own confirmation; restored afterwards."""
+    if not allowed:
+        yield
+        return
+    before = os.environ.get("HF_ALLOW_CODE_EVAL")
+    os.environ["HF_ALLOW_CODE_EVAL"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("HF_ALLOW_CODE_EVAL", None)
+        else:
+            os.environ["HF_ALLOW_CODE_EVAL"] = before
 
 
 def _check_data_files(cfg: dict[str, Any], source: Path) -> None:
@@ -137,8 +186,8 @@ def quiet_progress() -> Iterator[None]:
     if os.environ.get("MERGE_STUDY_SHOW_LM_EVAL_PROGRESS"):
         yield
         return
-    with contextlib.redirect_stderr(io.StringIO()):
-        yield
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        yield  # stdout too: lm-eval prints "bootstrapping for stddev" for every bootstrapped metric
 
 
 def _set_seeds(seed: int) -> None:
@@ -193,26 +242,48 @@ class Evaluator:
 
     def evaluate(self, state_dict: dict[str, Any] | None = None) -> EvalResult:
         """Score the model with ``state_dict`` loaded (None: as it is now)."""
-        from lm_eval.evaluator import evaluate
-
         if state_dict is not None:
             self.load_weights(state_dict)
-        _set_seeds(self.spec.seed)
-        with quiet_progress():
-            results = evaluate(
-                lm=self.lm,
-                task_dict=self.task_dict,
-                limit=self.spec.limit,
-                log_samples=True,
-                bootstrap_iters=0,
-                apply_chat_template=self.spec.apply_chat_template,
-                fewshot_as_multiturn=False,
-                verbosity="ERROR",
-            )
-        return self._collect(results)
+        return self._collect(run_lm_eval(self.lm, self.task_dict, self.spec))
 
     def _collect(self, results: dict[str, Any]) -> EvalResult:
         return collect_results(results, self.tokenizer, self.spec, self.generation_tasks)
+
+
+def run_lm_eval(lm: Any, task_dict: dict[str, Any], spec: EvaluationSpec) -> dict[str, Any]:
+    """lm-eval's ``evaluate`` on ``lm`` with the sweep's settings, completed as ``simple_evaluate`` completes it.
+
+    Every backend scores through here, so standard errors (``bootstrap_iters``), few-shot examples and the
+    code-execution confirmation mean the same everywhere. Task objects live across cells, and a task draws its
+    few-shot examples from a generator that advances with every draw; ``simple_evaluate`` seeds it once per run,
+    so it is seeded here before every evaluation (with the sweep's seed): every cell sees the same prompts, as
+    one ``lm-eval --seed`` run per cell would. lm-eval bootstraps in a process pool unless ``DISABLE_MULTIPROC`` is
+    set; its draws are seeded per chunk either way (the values are equal), and a pool forked from a process that
+    holds a model or an engine is what a sweep worker must not do, so it is set for the call.
+    """
+    from lm_eval.evaluator import evaluate
+
+    from study.lm_eval_info import add_run_info
+
+    _set_seeds(spec.seed)
+    for _, task in _flatten(task_dict):
+        task.set_fewshot_seed(seed=spec.seed)
+    started = time.time()
+    before = os.environ.get("DISABLE_MULTIPROC")
+    os.environ["DISABLE_MULTIPROC"] = "1"
+    try:
+        with quiet_progress(), code_execution(spec.allow_code_execution):
+            results = evaluate(lm=lm, task_dict=task_dict, limit=spec.limit, log_samples=True,
+                               bootstrap_iters=spec.bootstrap_iters, apply_chat_template=spec.apply_chat_template,
+                               fewshot_as_multiturn=False, verbosity="ERROR",
+                               confirm_run_unsafe_code=spec.allow_code_execution)
+    finally:
+        if before is None:
+            os.environ.pop("DISABLE_MULTIPROC", None)
+        else:
+            os.environ["DISABLE_MULTIPROC"] = before
+    add_run_info(results, lm, spec, started)
+    return results
 
 
 def build_task_dict(tasks: list[Any], spec: EvaluationSpec) -> dict[str, Any]:
@@ -235,12 +306,17 @@ def build_task_dict(tasks: list[Any], spec: EvaluationSpec) -> dict[str, Any]:
         specs.append(t)
     needs_builtin = any(not isinstance(t, dict) for t in specs)
     try:
-        task_dict = TaskManager(include_defaults=needs_builtin).load(specs)
+        with code_execution(spec.allow_code_execution):
+            task_dict = TaskManager(include_defaults=needs_builtin).load(specs)
     except Exception as exc:
         raise UserError(f"evaluation.tasks: lm-eval cannot build the tasks: {exc}") from None
+    check_code_execution([n for n, t in _flatten(task_dict) if getattr(t, "UNSAFE_CODE", False)],
+                         spec.allow_code_execution)
     for _, task in _flatten(task_dict):
         if spec.num_fewshot is not None:
             task.set_config(key="num_fewshot", value=spec.num_fewshot)
+        elif task.get_config("num_fewshot") is None:
+            task.set_config(key="num_fewshot", value=0)  # as simple_evaluate does: its configs say 0, not nothing
         if _output_type(task) == "generate_until":
             kw = dict(task.config.generation_kwargs or {})
             task.set_config(key="generation_kwargs", value={**kw, "max_gen_toks": spec.max_gen_toks})
@@ -249,22 +325,27 @@ def build_task_dict(tasks: list[Any], spec: EvaluationSpec) -> dict[str, Any]:
 
 def collect_results(results: dict[str, Any], tokenizer: Any, spec: EvaluationSpec,
                     generation_tasks: set[str]) -> EvalResult:
-    """Primary metric per task and per-sample records (responses re-tokenised with ``tokenizer``)."""
+    """Primary metric per task with its standard error, and per-sample records (responses re-tokenised with
+    ``tokenizer``); ``results`` itself is kept as ``EvalResult.lm_eval``. A standard error is None where lm-eval
+    gave none (``bootstrap_iters: 0``, one document, or a metric it cannot bootstrap: its "N/A")."""
     scores: dict[str, dict[str, Any]] = {}
     samples: list[dict[str, Any]] = []
     for task, metrics in results["results"].items():
         clean = {k.split(",")[0]: v for k, v in metrics.items()
                  if isinstance(v, (int, float)) and not k.startswith("alias") and "_stderr" not in k}
+        stderrs = {k.split(",")[0].removesuffix("_stderr"): float(v) for k, v in metrics.items()
+                   if "_stderr" in k and isinstance(v, (int, float)) and not isinstance(v, bool)}
         primary = next((m for m in PRIMARY_METRICS if m in clean), next(iter(clean), None))
         if primary is None:
             continue
-        scores[task] = {"metric": primary, "score": float(clean[primary]), "metrics": clean,
+        scores[task] = {"metric": primary, "score": float(clean[primary]), "stderr": stderrs.get(primary),
+                        "metrics": clean, "stderrs": stderrs,
                         "output_type": "generate_until" if task in generation_tasks else "multiple_choice"}
     for task, rows in results.get("samples", {}).items():
         generative = task in generation_tasks
         for row in rows:
             samples.append(_sample(task, row, generative, tokenizer, spec.max_gen_toks))
-    return EvalResult(scores, samples)
+    return EvalResult(scores, samples, lm_eval=results)
 
 
 def _sample(task: str, row: dict[str, Any], generative: bool, tokenizer: Any, max_gen_toks: int) -> dict[str, Any]:

@@ -33,7 +33,8 @@ from typing import Any
 
 from study.config import EvaluationSpec
 from study.errors import UserError
-from study.evaluate import EvalResult, _flatten, _output_type, _set_seeds, build_task_dict, collect_results, quiet_progress
+from study.evaluate import (EvalResult, _flatten, _output_type, build_task_dict, collect_results, quiet_progress,
+                            run_lm_eval)
 from study.merge import MODEL_FILES
 
 ENSEMBLE_NOTE = ("output ensemble scored by the HF backend: it averages k models' next-token distributions at "
@@ -165,14 +166,8 @@ class VllmEvaluator:
         return result
 
     def _run(self, lm: Any) -> EvalResult:
-        from lm_eval.evaluator import evaluate
-
-        _set_seeds(self.spec.seed)
-        with quiet_progress():
-            results = evaluate(lm=lm, task_dict=self.task_dict, limit=self.spec.limit, log_samples=True,
-                               bootstrap_iters=0, apply_chat_template=self.spec.apply_chat_template,
-                               fewshot_as_multiturn=False, verbosity="ERROR")
-        return collect_results(results, self.tokenizer, self.spec, self.generation_tasks)
+        return collect_results(run_lm_eval(lm, self.task_dict, self.spec), self.tokenizer, self.spec,
+                               self.generation_tasks)
 
     def evaluate_ensemble(self, state_dicts: list[dict[str, Any]]) -> EvalResult:
         """The output ensemble, on the HF backend (built on first use): see ``ENSEMBLE_NOTE``."""

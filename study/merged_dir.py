@@ -31,11 +31,11 @@ MODEL_FILES = (
 WEIGHT_FILES = re.compile(r"model(-\d{5}-of-\d{5})?\.safetensors|model\.safetensors\.index\.json")
 
 
-def check_output(out: Path, inputs: Iterable[Path], *, force: bool = False) -> Path:
+def check_output(out: Path, inputs: Iterable[Path], *, force: bool = False, also: Iterable[str] = ()) -> Path:
     """The resolved output directory, or a ``UserError`` when writing there could lose data.
 
-    A previous merge output that holds anything a merge does not write is refused even with ``force``:
-    replacing it would delete that file.
+    A previous merge output that holds anything a merge does not write (nor ``also``, the files a caller adds
+    to a merge, e.g. ``export``'s model card) is refused even with ``force``: replacing it would delete that file.
     """
     target = Path(out).expanduser().resolve()
     for src in inputs:
@@ -54,7 +54,7 @@ def check_output(out: Path, inputs: Iterable[Path], *, force: bool = False) -> P
         if not force:
             raise UserError(f"output {out} holds a previous merge: pass --force to replace it, or choose a new "
                             f"directory")
-        allowed = {MARKER, *MODEL_FILES}
+        allowed = {MARKER, *MODEL_FILES, *also}
         foreign = sorted(p.name for p in target.iterdir()
                          if not (p.is_file() and (p.name in allowed or WEIGHT_FILES.fullmatch(p.name))))
         if foreign:

@@ -115,9 +115,10 @@ def _prepare(sweep: Sweep, source: Path | None, zoo_root: Path | None, device: s
         for base in sweep.bases:
             check_compatible(models[base.model.label].path, [models[c.label].path for c in base.checkpoints],
                              vocab_mismatch=sweep.merge.vocab_mismatch)
-    from study.evaluate import resolve_tasks
+    from study.evaluate import check_code_execution, resolve_tasks, unsafe_tasks
 
-    resolve_tasks(sweep.evaluation.tasks, zoo_root)
+    tasks = resolve_tasks(sweep.evaluation.tasks, zoo_root)
+    check_code_execution(unsafe_tasks(tasks), sweep.evaluation.allow_code_execution)
     plan = build_plan(sweep, models, tasks=task_identities(sweep, zoo))
     return SweepContext(sweep, models, plan, source, zoo_root, device or sweep.merge.device, zoo)
 

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from study import RESULT_SCHEMA_VERSION, __version__
+from study.diagnostics import Diagnostics
 from study.plan import Cell
 
 
@@ -105,6 +106,15 @@ class Record:
     machine: dict[str, str] = field(default_factory=dict)
     samples_sha256: str | None = None
     n_samples: int | None = None
+    lm_eval_files: dict[str, str] = field(default_factory=dict)
+    """lm-eval's own result files of this evaluation (``study.lm_eval_files``), name → sha256 as stored."""
+    merge: dict[str, Any] = field(default_factory=dict)
+    """What re-materialises a merge cell's weights bit for bit (``merge-study export``): the merge device,
+    ``vocab_mismatch``, the method's version and each input's identity, as this cell was merged."""
+    diagnostics: Diagnostics | None = None
+    """A merge cell's interference diagnostics (``study.diagnostics``), measured in its merge pass; None for
+    other cells, with ``diagnostics: false`` in the sweep, and in records written before they existed (an
+    optional field, so those still load under the same schema version and cell keys)."""
     schema: int = RESULT_SCHEMA_VERSION
 
     @classmethod
@@ -121,11 +131,15 @@ class Record:
     def with_samples(self, sha256: str, n: int) -> "Record":
         return replace(self, samples_sha256=sha256, n_samples=n)
 
+    def with_lm_eval_files(self, digests: dict[str, str]) -> "Record":
+        return replace(self, lm_eval_files=dict(digests))
+
     def to_json(self) -> dict[str, Any]:
         """The JSON object stored on disk, checksum included."""
         data = asdict(self)
         data["cell"] = self.cell.to_json()
         data["status"] = self.status.value
+        data["diagnostics"] = None if self.diagnostics is None else self.diagnostics.model_dump(mode="json")
         data["checksum"] = checksum(data)
         return data
 
@@ -142,7 +156,8 @@ class Record:
         try:
             fields = {k: v for k, v in data.items() if k != "checksum"}
             return cls(**{**fields, "cell": Cell.from_json(fields["cell"]), "status": Outcome(fields["status"]),
-                          "timing": Timing(**(fields.get("timing") or {}))})
+                          "timing": Timing(**(fields.get("timing") or {})),
+                          "diagnostics": _diagnostics(fields.get("diagnostics"))})
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordError(f"not a record of this schema ({exc})") from None
 
@@ -153,3 +168,7 @@ class Record:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise RecordError("not valid JSON (truncated or edited)") from None
         return cls.from_json(data)
+
+
+def _diagnostics(data: Any) -> Diagnostics | None:
+    return None if data is None else Diagnostics.model_validate(data)

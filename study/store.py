@@ -5,8 +5,12 @@ Layout under the store directory::
     store.json                        the result-schema version of every record here
     records/ab/<cell_id>.json         the record (``study.record.Record``), with a checksum
     samples/ab/<cell_id>.jsonl.gz     per-sample generations and choices (their sha256 is in the record)
+    lm_eval/ab/<cell_id>/             lm-eval's own files of the cell's evaluation: results_<time>.json and
+                                      samples_<task>_<time>.jsonl.gz (their sha256 are in the record)
     claims/<cell_id>.claim            who is computing the cell now, until when
     history/<cell_id>.<n>.json        failed records replaced by a retry (append-only: nothing is deleted)
+    statistics/ab/<key>.safetensors   data-dependent statistics of the inputs (RegMean's Grams, Fisher
+                                      diagonals, AIM's activations; ``study.statistics``), shared by all cells
     plan.json, sweep.yaml             the last plan and sweep that ran here (``status`` and ``report`` need no more)
 
 Every file is written to a temporary name in the same directory, fsynced and renamed into place, so a reader
@@ -24,6 +28,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -129,7 +134,8 @@ class Store:
                 f"version that wrote it, or run into a new --store")
 
     def _temp_files(self) -> list[Path]:
-        return sorted(self.root.glob("*/*/.*.tmp")) + sorted(self.root.glob("*/.*.tmp")) + sorted(self.root.glob(".*.tmp"))
+        return (sorted(self.root.glob("lm_eval/*/*/.*.tmp")) + sorted(self.root.glob("*/*/.*.tmp"))
+                + sorted(self.root.glob("*/.*.tmp")) + sorted(self.root.glob(".*.tmp")))
 
     def _remove_dead_temp_files(self) -> None:
         """Delete temporary files of writes killed on this host (``.NAME.HOST.PID.NS.tmp``, PID dead); those
@@ -146,6 +152,14 @@ class Store:
     def _samples_path(self, cell_id: str) -> Path:
         return self.root / "samples" / cell_id[:2] / f"{cell_id}.jsonl.gz"
 
+    def lm_eval_dir(self, cell_id: str) -> Path:
+        return self.root / "lm_eval" / cell_id[:2] / cell_id
+
+    @staticmethod
+    def _stored_name(name: str) -> str:
+        """Per-sample JSONL is kept gzipped (it holds every prompt); the aggregated JSON as lm-eval writes it."""
+        return f"{name}.gz" if name.endswith(".jsonl") else name
+
     def _claim_path(self, cell_id: str) -> Path:
         return self.root / "claims" / f"{cell_id}.claim"
 
@@ -161,12 +175,15 @@ class Store:
         rec = self.get(cell_id)
         return Outcome.PENDING if rec is None else rec.status
 
-    def put(self, record: Record, samples: list[dict[str, Any]] | None = None) -> None:
-        """Write a record (and its samples first, so a record never points at missing samples).
+    def put(self, record: Record, samples: list[dict[str, Any]] | None = None,
+            lm_eval_files: dict[str, bytes] | None = None) -> None:
+        """Write a record (its samples and lm-eval files first, so a record never points at missing files).
 
         A done record is final; writing over a failed one keeps the old one under ``history/``.
         """
         cell_id = record.cell_id
+        if lm_eval_files and self.status(cell_id) != Outcome.DONE:
+            record = record.with_lm_eval_files(self._put_lm_eval_files(cell_id, lm_eval_files))
         if samples is not None:
             buf = io.BytesIO()
             with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
@@ -182,6 +199,36 @@ class Store:
             n = len(list((self.root / "history").glob(f"{cell_id}.*.json")))
             atomic_write(self.root / "history" / f"{cell_id}.{n}.json", canonical(old.to_json()))
         atomic_write(self._record_path(cell_id), record.to_bytes())
+
+    def _put_lm_eval_files(self, cell_id: str, files: dict[str, bytes]) -> dict[str, str]:
+        """Write a cell's lm-eval files (files of an earlier, interrupted write of this cell removed first);
+        name → sha256 of the stored bytes."""
+        where = self.lm_eval_dir(cell_id)
+        if where.exists():
+            shutil.rmtree(where)
+        digests = {}
+        for name, data in sorted(files.items()):
+            if "/" in name or name.startswith("."):
+                raise ValueError(f"not a plain file name: {name!r}")
+            if name.endswith(".jsonl"):
+                buf = io.BytesIO()
+                with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
+                    gz.write(data)
+                data = buf.getvalue()
+            atomic_write(where / self._stored_name(name), data)
+            digests[name] = hashlib.sha256(data).hexdigest()
+        return digests
+
+    def lm_eval_file(self, record: Record, name: str) -> bytes:
+        """One of a record's lm-eval files as lm-eval wrote it (decompressed), checked against the record."""
+        path = self.lm_eval_dir(record.cell_id) / self._stored_name(name)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise UserError(f"{path}: missing (run `merge-study verify-store --store {self.root}`)") from None
+        if hashlib.sha256(data).hexdigest() != record.lm_eval_files.get(name):
+            raise UserError(f"{path}: checksum mismatch (run `merge-study verify-store --store {self.root}`)")
+        return gzip.decompress(data) if path.name.endswith(".gz") else data
 
     def samples(self, cell_id: str) -> list[dict[str, Any]]:
         with gzip.open(self._samples_path(cell_id), "rb") as gz:
@@ -213,6 +260,12 @@ class Store:
                     problems.append((str(spath), "samples file missing"))
                 elif hashlib.sha256(spath.read_bytes()).hexdigest() != record.samples_sha256:
                     problems.append((str(spath), "samples checksum mismatch"))
+            for name, digest in record.lm_eval_files.items():
+                lpath = self.lm_eval_dir(record.cell_id) / self._stored_name(name)
+                if not lpath.is_file():
+                    problems.append((str(lpath), "lm-eval file missing"))
+                elif hashlib.sha256(lpath.read_bytes()).hexdigest() != digest:
+                    problems.append((str(lpath), "lm-eval file checksum mismatch"))
         return problems
 
     def claim(self, cell_id: str, ttl_s: float = CLAIM_TTL_S) -> bool:
