@@ -8,98 +8,46 @@ the base's weights on its most active channel. Embeddings, ``lm_head`` (an outpu
 embedding when tied; methods.md groups it with embeddings) and every non-linear tensor keep the inner merge.
 
 Calibration: ``calibration: zoo`` (default) draws 64 sequences of the mixture the zoo's base trained on (its
-skill weights, its step-by-step share, the half of each table it saw) from a seeded generator; any other value
-is the path of a
-UTF-8 text file whose first 64 non-empty lines are the sequences. Activations are cached in-process per
-(base directory, calibration, device), so a sweep runs the base once.
+skill weights, its step-by-step share, the half of each table it saw) from a seeded generator;
+``lm_eval:<task>[:split]`` takes a task's train or validation documents; any other value is the path of a
+UTF-8 text file whose first 64 non-empty lines are the sequences. The activations are the statistics pass's
+``act_abs_mean`` of the base (:mod:`study.statistics`): computed once per (base identity, calibration set),
+cached on disk, shared by every cell of a sweep. The computation is version 2's operation for operation, so
+merges are bit-identical to it (tests/test_regmean_fisher.py).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from torch import Tensor
 
 from study.errors import MethodError
 from study.methods.common import task_vectors, weighted_sum
 from study.methods.schema import merge_method
 from study.methods.ties import TIES_RANGES, ties_delta, ties_prepass
+from study.statistics.spec import StatisticRequest, parse_calibration
 
 SEQUENCES = 64
 MAX_TOKENS = 512
-SKIPPED_LINEAR = ("lm_head",)
-_CACHE: dict[tuple[str, str, str], dict[str, Tensor]] = {}
-
-
-def calibration_texts(calibration: str, n: int = SEQUENCES) -> list[str]:
-    """The calibration sequences named by ``calibration``: ``zoo`` (drawn from the mixture the zoo's base was
-    trained on, the study's "mini zoo corpus") or a text file (its first ``n`` non-empty lines)."""
-    if calibration == "zoo":
-        from study.zoo.skills import mixture, rng
-        from study.zoo.spec import BASE_MIXTURE, BASE_STEPS_SHARE, BASE_TABLE_PERCENT
-
-        draw, r = mixture(BASE_MIXTURE, BASE_STEPS_SHARE, BASE_TABLE_PERCENT), rng("aim-calibration")
-        return ["".join(draw(r)) for _ in range(n)]
-    path = Path(calibration)
-    if not path.is_file():
-        raise MethodError(f"method 'aim', parameter 'calibration': {path} is not a text file (or use 'zoo')")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not lines:
-        raise MethodError(f"method 'aim', parameter 'calibration': {path} has no non-empty line")
-    return lines[:n]
-
-
-def channel_activations(model_dir: Path, texts: list[str], device: str = "cpu") -> dict[str, Tensor]:
-    """``{"<module>.weight": a}`` for every ``nn.Linear`` but lm_head: mean |input| per channel, scaled to [0, 1]."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from study.quiet import no_loading_bar
-
-    with no_loading_bar():
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).to(device).eval()
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    sums: dict[str, Tensor] = {}
-    counts: dict[str, int] = {}
-
-    def record(name: str):
-        def hook(_module: torch.nn.Module, args: tuple[Tensor, ...]) -> None:
-            x = args[0].detach().float()
-            flat = x.reshape(-1, x.shape[-1])
-            sums[name] = sums.get(name, 0) + flat.abs().sum(0)
-            counts[name] = counts.get(name, 0) + flat.shape[0]
-
-        return hook
-
-    handles = [
-        module.register_forward_pre_hook(record(name))
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and not any(s in name for s in SKIPPED_LINEAR)
-    ]
-    try:
-        with torch.no_grad():
-            for text in texts:
-                ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=MAX_TOKENS).input_ids
-                model(input_ids=ids.to(device))
-    finally:
-        for h in handles:
-            h.remove()
-    out = {}
-    for name, total in sums.items():
-        mean = (total / counts[name]).cpu()
-        peak = float(mean.max())
-        out[f"{name}.weight"] = mean / peak if peak > 0 else torch.zeros_like(mean)
-    return out
 
 
 def aim_prepass(inputs: Any, params: dict[str, Any]) -> dict[str, Any]:
-    """The inner method's prepass, plus the base's calibration activations (cached per base and text)."""
-    context = ties_prepass(inputs, params) if params.get("inner_method") == "ties" else {}
-    key = (str(Path(inputs.base.path).resolve()), str(params.get("calibration", "zoo")), str(inputs.device))
-    if key not in _CACHE:
-        _CACHE[key] = channel_activations(Path(inputs.base.path), calibration_texts(key[1]), inputs.device)
-    return {**context, "aim_activations": _CACHE[key]}
+    """The inner method's prepass (the global trim of ``ties``, when asked for)."""
+    return ties_prepass(inputs, params) if params.get("inner_method") == "ties" else {}
+
+
+def aim_statistics(params: dict[str, Any]) -> list[StatisticRequest]:
+    """The base's mean absolute input activation per channel on the calibration text (``study.statistics``)."""
+    calibration = parse_calibration(str(params.get("calibration", "zoo")), sequences=SEQUENCES,
+                                    max_tokens=MAX_TOKENS, method="aim")
+    return [StatisticRequest(statistic="act_abs_mean", of="base", calibration=calibration)]
+
+
+def channel_scale(mean_abs: Tensor) -> Tensor:
+    """aⱼ: the mean |input| per channel divided by the layer's largest (all zero when the layer saw none)."""
+    peak = float(mean_abs.max())
+    return mean_abs / peak if peak > 0 else mean_abs * 0
 
 
 @merge_method(
@@ -107,8 +55,23 @@ def aim_prepass(inputs: Any, params: dict[str, Any]) -> dict[str, Any]:
     reference="Nobari et al. 2025, Activation-Informed Merging of Large Language Models, "
     "https://arxiv.org/abs/2502.02421",
     version=2,
-    ranges={**TIES_RANGES, "omega": {"low": 0.0, "high": 1.0}},
+    ranges={
+        **TIES_RANGES,
+        "omega": {"low": 0.0, "high": 1.0,
+                  "help": "how much of the merged delta the base's most active input channel keeps: column j is "
+                          "scaled by 1 - a_j*(1 - omega); 1 leaves the inner merge unchanged"},
+        "inner_method": {"help": "the merge whose delta AIM post-processes (with lambda, weight and, for ties, "
+                                 "density, trim_scope, normalize)"},
+        "calibration": {"help": "text the base is run on: zoo (64 sequences of the mini zoo base's training "
+                                "mixture), lm_eval:<task>[:train|:validation] (never the evaluated split) or a UTF-8 "
+                                "text file's path (its first 64 non-empty lines; cached by content)"},
+        "lambda": {"help": "the inner method's scale of the merged delta"},
+        "weight": {"help": "per-model weight w_i of model i's task vector in the inner method"},
+    },
     prepass=aim_prepass,
+    statistics=aim_statistics,
+    mergekit_note="Not in mergekit 0.1.5. Reference: Nobari et al. 2025 (arXiv 2502.02421), as methods.md "
+    "specifies it. Its ties step is our ties (see that method's note).",
 )
 def aim(
     base: Tensor,
@@ -134,14 +97,14 @@ def aim(
         delta = lambda_ * ties_delta(base, tensors, weight, density, trim_scope, context, tensor_name, normalize)
     else:
         delta = lambda_ * weighted_sum(task_vectors(base, tensors), weight)
-    activations = (context or {}).get("aim_activations")
-    if activations is None:
-        raise RuntimeError(f"aim needs the prepass's calibration activations (tensor {tensor_name})")
-    a = activations.get(tensor_name or "")
-    if a is None or base.dim() != 2:
+    statistics = (context or {}).get("statistics")
+    if statistics is None:
+        raise RuntimeError(f"aim needs the statistics pass's calibration activations (tensor {tensor_name})")
+    mean_abs = statistics.base("act_abs_mean", tensor_name or "")
+    if mean_abs is None or base.dim() != 2:
         return base + delta
-    if a.shape[0] != base.shape[1]:
+    if mean_abs.shape[0] != base.shape[1]:
         raise MethodError(
-            f"aim: tensor {tensor_name} has {base.shape[1]} input channels but calibration saw {a.shape[0]}"
+            f"aim: tensor {tensor_name} has {base.shape[1]} input channels but calibration saw {mean_abs.shape[0]}"
         )
-    return base + delta * (1 - a.to(base.device) * (1 - omega))
+    return base + delta * (1 - channel_scale(mean_abs).to(base.device) * (1 - omega))

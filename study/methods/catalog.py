@@ -10,6 +10,8 @@ BUILTIN = {'aim': {'name': 'aim',
          'version': 2,
          'applicable_k': '1..inf',
          'needs_base': True,
+         'mergekit_note': 'Not in mergekit 0.1.5. Reference: Nobari et al. 2025 (arXiv 2502.02421), as methods.md '
+                          "specifies it. Its ties step is our ties (see that method's note).",
          'params': [{'name': 'inner_method',
                      'type': 'str',
                      'per_model': False,
@@ -17,7 +19,8 @@ BUILTIN = {'aim': {'name': 'aim',
                      'choices': ['ties', 'task_arithmetic'],
                      'range': None,
                      'text': "inner_method: str = 'ties' one of ['ties', 'task_arithmetic']",
-                     'help': ''},
+                     'help': 'the merge whose delta AIM post-processes (with lambda, weight and, for ties, density, '
+                             'trim_scope, normalize)'},
                     {'name': 'omega',
                      'type': 'float',
                      'per_model': False,
@@ -25,7 +28,8 @@ BUILTIN = {'aim': {'name': 'aim',
                      'choices': None,
                      'range': '[0.0, 1.0]',
                      'text': 'omega: float = 0.4 in [0.0, 1.0]',
-                     'help': ''},
+                     'help': "how much of the merged delta the base's most active input channel keeps: column j is "
+                             'scaled by 1 - a_j*(1 - omega); 1 leaves the inner merge unchanged'},
                     {'name': 'calibration',
                      'type': 'str',
                      'per_model': False,
@@ -33,7 +37,9 @@ BUILTIN = {'aim': {'name': 'aim',
                      'choices': None,
                      'range': None,
                      'text': "calibration: str = 'zoo'",
-                     'help': ''},
+                     'help': "text the base is run on: zoo (64 sequences of the mini zoo base's training mixture), "
+                             "lm_eval:<task>[:train|:validation] (never the evaluated split) or a UTF-8 text file's "
+                             'path (its first 64 non-empty lines; cached by content)'},
                     {'name': 'lambda',
                      'type': 'float',
                      'per_model': False,
@@ -41,7 +47,7 @@ BUILTIN = {'aim': {'name': 'aim',
                      'choices': None,
                      'range': None,
                      'text': 'lambda: float = 1.0',
-                     'help': ''},
+                     'help': "the inner method's scale of the merged delta"},
                     {'name': 'weight',
                      'type': 'float',
                      'per_model': True,
@@ -49,7 +55,7 @@ BUILTIN = {'aim': {'name': 'aim',
                      'choices': None,
                      'range': None,
                      'text': 'weight: list[float] per model = 1.0',
-                     'help': ''},
+                     'help': "per-model weight w_i of model i's task vector in the inner method"},
                     {'name': 'density',
                      'type': 'float',
                      'per_model': False,
@@ -86,6 +92,11 @@ BUILTIN = {'aim': {'name': 'aim',
                  'version': 1,
                  'applicable_k': '1..inf',
                  'needs_base': True,
+                 'mergekit_note': "Same counts as mergekit's breadcrumbs (rescale and normalize false, its defaults) "
+                                  "except: equal magnitudes at the band's edges are ranked by position (a stable "
+                                  "sort), mergekit's sort is not stable, so on ties (bf16 checkpoints) the entries "
+                                  "kept may differ; one density and gamma for all models (mergekit's are per model, "
+                                  'default density 1.0 = keep all).',
                  'params': [{'name': 'weight',
                              'type': 'float',
                              'per_model': True,
@@ -93,7 +104,7 @@ BUILTIN = {'aim': {'name': 'aim',
                              'choices': None,
                              'range': None,
                              'text': 'weight: list[float] per model = 1.0',
-                             'help': ''},
+                             'help': "per-model weight w_i of model i's banded task vector in the sum"},
                             {'name': 'density',
                              'type': 'float',
                              'per_model': False,
@@ -101,7 +112,8 @@ BUILTIN = {'aim': {'name': 'aim',
                              'choices': None,
                              'range': '(0.0, 1.0]',
                              'text': 'density: float = 0.9 in (0.0, 1.0]',
-                             'help': ''},
+                             'help': "fraction of each tensor's task-vector entries kept: floor(density*n), the "
+                                     'largest below the outliers; 1 keeps all'},
                             {'name': 'gamma',
                              'type': 'float',
                              'per_model': False,
@@ -109,7 +121,8 @@ BUILTIN = {'aim': {'name': 'aim',
                              'choices': None,
                              'range': '[0.0, 1.0]',
                              'text': 'gamma: float = 0.01 in [0.0, 1.0]',
-                             'help': ''},
+                             'help': "fraction of each tensor's largest-magnitude entries dropped as outliers: "
+                                     'floor(gamma*n), fewer when they and the kept band do not both fit'},
                             {'name': 'lambda',
                              'type': 'float',
                              'per_model': False,
@@ -117,7 +130,69 @@ BUILTIN = {'aim': {'name': 'aim',
                              'choices': None,
                              'range': None,
                              'text': 'lambda: float = 1.0',
-                             'help': ''}]},
+                             'help': 'scale of the summed task vectors added to the base'}]},
+ 'breadcrumbs_ties': {'name': 'breadcrumbs_ties',
+                      'summary': 'Keep a mid-magnitude band of each task vector, elect signs, merge the agreeing '
+                                 'entries.',
+                      'reference': 'Davari & Belilovsky 2024, Model Breadcrumbs, https://arxiv.org/abs/2312.06795 '
+                                   "(TIES variant: mergekit's breadcrumbs_ties)",
+                      'version': 1,
+                      'applicable_k': '1..inf',
+                      'needs_base': True,
+                      'mergekit_note': "Same as mergekit's breadcrumbs_ties (rescale false, its default; normalize "
+                                       "true or false) except: equal magnitudes at the band's edges are ranked by "
+                                       "position (a stable sort), mergekit's sort is not stable, so on ties (bf16 "
+                                       'checkpoints) the entries kept may differ; one density and gamma for all '
+                                       "models (mergekit's are per model, default density 1.0 = keep all). The sign "
+                                       'is elected on the weighted deltas, as mergekit does; an entry counts as '
+                                       "agreeing by the sign of tau_i, mergekit's by that of w_i * tau_i (the same "
+                                       "unless a weight is negative). mergekit's rescale: true (L1-norm matching) is "
+                                       'not offered.',
+                      'params': [{'name': 'weight',
+                                  'type': 'float',
+                                  'per_model': True,
+                                  'default': 1.0,
+                                  'choices': None,
+                                  'range': None,
+                                  'text': 'weight: list[float] per model = 1.0',
+                                  'help': "per-model weight w_i: scales model i's banded task vector in the sign "
+                                          'election, the agreeing sum and the divisor'},
+                                 {'name': 'density',
+                                  'type': 'float',
+                                  'per_model': False,
+                                  'default': 0.9,
+                                  'choices': None,
+                                  'range': '(0.0, 1.0]',
+                                  'text': 'density: float = 0.9 in (0.0, 1.0]',
+                                  'help': "fraction of each tensor's task-vector entries kept: floor(density*n), the "
+                                          'largest below the outliers; 1 keeps all'},
+                                 {'name': 'gamma',
+                                  'type': 'float',
+                                  'per_model': False,
+                                  'default': 0.01,
+                                  'choices': None,
+                                  'range': '[0.0, 1.0]',
+                                  'text': 'gamma: float = 0.01 in [0.0, 1.0]',
+                                  'help': "fraction of each tensor's largest-magnitude entries dropped as outliers: "
+                                          'floor(gamma*n), fewer when they and the kept band do not both fit'},
+                                 {'name': 'lambda',
+                                  'type': 'float',
+                                  'per_model': False,
+                                  'default': 1.0,
+                                  'choices': None,
+                                  'range': None,
+                                  'text': 'lambda: float = 1.0',
+                                  'help': 'scale of the merged task vector added to the base'},
+                                 {'name': 'normalize',
+                                  'type': 'bool',
+                                  'per_model': False,
+                                  'default': False,
+                                  'choices': None,
+                                  'range': None,
+                                  'text': 'normalize: bool = False',
+                                  'help': 'divide each entry by the summed weights of the models that agree with its '
+                                          "elected sign; false (mergekit's breadcrumbs_ties default) keeps the "
+                                          'agreeing weighted sum'}]},
  'dare_linear': {'name': 'dare_linear',
                  'summary': 'Randomly drop task-vector entries, rescale the survivors, then task arithmetic.',
                  'reference': 'Yu et al. 2024, Language Models are Super Mario (DARE), '
@@ -125,6 +200,13 @@ BUILTIN = {'aim': {'name': 'aim',
                  'version': 1,
                  'applicable_k': '1..inf',
                  'needs_base': True,
+                 'mergekit_note': "Not mergekit's semantics: ours divides the kept entries by density (the paper's "
+                                  'rescale, exact in expectation), mergekit (rescale: true, its default) multiplies '
+                                  'them by |tau|_1 / |kept tau|_1 per tensor; ours draws each mask from a generator '
+                                  "seeded by (seed, model index, tensor name), mergekit from torch's global "
+                                  "generator, so no mask is shared; one density for all models (mergekit's is per "
+                                  "model, default 1.0 = no drop). With normalize: false (mergekit's default) the "
+                                  'combination is the same, theta_0 + lambda * sum(w_i * dropped tau_i).',
                  'params': [{'name': 'weight',
                              'type': 'float',
                              'per_model': True,
@@ -132,7 +214,7 @@ BUILTIN = {'aim': {'name': 'aim',
                              'choices': None,
                              'range': None,
                              'text': 'weight: list[float] per model = 1.0',
-                             'help': ''},
+                             'help': "per-model weight w_i of model i's dropped and rescaled task vector in the sum"},
                             {'name': 'density',
                              'type': 'float',
                              'per_model': False,
@@ -140,7 +222,8 @@ BUILTIN = {'aim': {'name': 'aim',
                              'choices': None,
                              'range': '(0.0, 1.0]',
                              'text': 'density: float = 0.7 in (0.0, 1.0]',
-                             'help': ''},
+                             'help': 'probability that a task-vector entry is kept (1 - drop rate); survivors are '
+                                     'divided by density; 1 keeps all'},
                             {'name': 'lambda',
                              'type': 'float',
                              'per_model': False,
@@ -148,7 +231,7 @@ BUILTIN = {'aim': {'name': 'aim',
                              'choices': None,
                              'range': None,
                              'text': 'lambda: float = 1.0',
-                             'help': ''},
+                             'help': 'scale of the summed task vectors added to the base'},
                             {'name': 'seed',
                              'type': 'int',
                              'per_model': False,
@@ -156,7 +239,8 @@ BUILTIN = {'aim': {'name': 'aim',
                              'choices': None,
                              'range': '[0, inf]',
                              'text': 'seed: int = 0 in [0, inf]',
-                             'help': ''}]},
+                             'help': 'seeds the drop masks, drawn per (seed, model index, tensor name): the same '
+                                     'masks in any process and on any device'}]},
  'dare_ties': {'name': 'dare_ties',
                'summary': 'Randomly drop and rescale task-vector entries, elect signs, average agreeing entries.',
                'reference': 'Yu et al. 2024, Language Models are Super Mario (DARE), '
@@ -164,6 +248,15 @@ BUILTIN = {'aim': {'name': 'aim',
                'version': 1,
                'applicable_k': '1..inf',
                'needs_base': True,
+               'mergekit_note': "Not mergekit's semantics: ours divides the kept entries by density (the paper's "
+                                'rescale, exact in expectation), mergekit (rescale: true, its default) multiplies '
+                                'them by |tau|_1 / |kept tau|_1 per tensor; ours draws each mask from a generator '
+                                "seeded by (seed, model index, tensor name), mergekit from torch's global generator, "
+                                "so no mask is shared; one density for all models (mergekit's is per model, default "
+                                "1.0 = no drop). After the drop, ours is TIES' disjoint mean (the agreeing entries "
+                                "divided by their weights, as our ties and mergekit's ties with normalize: true); "
+                                "mergekit's dare_ties defaults to normalize: false (the agreeing sum, undivided). "
+                                'The sign is elected on the weighted deltas, as mergekit does.',
                'params': [{'name': 'weight',
                            'type': 'float',
                            'per_model': True,
@@ -171,7 +264,8 @@ BUILTIN = {'aim': {'name': 'aim',
                            'choices': None,
                            'range': None,
                            'text': 'weight: list[float] per model = 1.0',
-                           'help': ''},
+                           'help': "per-model weight w_i of model i's dropped and rescaled task vector in the sign "
+                                   'election, the agreeing sum and the divisor'},
                           {'name': 'density',
                            'type': 'float',
                            'per_model': False,
@@ -179,7 +273,8 @@ BUILTIN = {'aim': {'name': 'aim',
                            'choices': None,
                            'range': '(0.0, 1.0]',
                            'text': 'density: float = 0.7 in (0.0, 1.0]',
-                           'help': ''},
+                           'help': 'probability that a task-vector entry is kept (1 - drop rate); survivors are '
+                                   'divided by density; 1 keeps all'},
                           {'name': 'lambda',
                            'type': 'float',
                            'per_model': False,
@@ -187,7 +282,7 @@ BUILTIN = {'aim': {'name': 'aim',
                            'choices': None,
                            'range': None,
                            'text': 'lambda: float = 1.0',
-                           'help': ''},
+                           'help': 'scale of the merged task vector added to the base'},
                           {'name': 'seed',
                            'type': 'int',
                            'per_model': False,
@@ -195,7 +290,220 @@ BUILTIN = {'aim': {'name': 'aim',
                            'choices': None,
                            'range': '[0, inf]',
                            'text': 'seed: int = 0 in [0, inf]',
-                           'help': ''}]},
+                           'help': 'seeds the drop masks, drawn per (seed, model index, tensor name): the same masks '
+                                   'in any process and on any device'}]},
+ 'della': {'name': 'della',
+           'summary': 'Prune task-vector entries with magnitude-ranked keep probabilities, rescale, elect signs, '
+                      'merge.',
+           'reference': 'Deep et al. 2024, DELLA-Merging, https://arxiv.org/abs/2406.11617',
+           'version': 1,
+           'applicable_k': '1..inf',
+           'needs_base': True,
+           'mergekit_note': "Equal to mergekit's della when rescale is l1 (mergekit's rescale: true, its default) or "
+                            "none (rescale: false) and the masks are the same: the keep probabilities are mergekit's "
+                            "bit for bit (per-row magnitude ranks, as the DELLA authors' code) except among equal "
+                            "magnitudes in a row, which ours ranks by position (mergekit's argsort is not stable). "
+                            'Differences: our default rescale: probability divides each kept entry by its keep '
+                            "probability (the paper and authors' code; mergekit matches the L1 norm instead); masks "
+                            "come from a generator seeded by (seed, tensor name, the model's own task vector), "
+                            "mergekit's from torch's global generator, so no mask is shared and ours do not depend "
+                            "on the checkpoint order; one density and epsilon for all models (mergekit's are per "
+                            'model, default density 1.0 = no drop); a row of one entry is kept with probability '
+                            'density (mergekit divides 0 by 0 there and fails). The sign is elected on the weighted '
+                            'deltas sum(w_i * pruned tau_i), as mergekit does; an entry counts as agreeing by the '
+                            "sign of tau_i, mergekit's by that of w_i * tau_i (the same unless a weight is "
+                            'negative).',
+           'params': [{'name': 'weight',
+                       'type': 'float',
+                       'per_model': True,
+                       'default': 1.0,
+                       'choices': None,
+                       'range': None,
+                       'text': 'weight: list[float] per model = 1.0',
+                       'help': "per-model weight w_i: scales model i's pruned task vector in the sign election, the "
+                               'agreeing sum and the divisor'},
+                      {'name': 'density',
+                       'type': 'float',
+                       'per_model': False,
+                       'default': 0.7,
+                       'choices': None,
+                       'range': '(0.0, 1.0]',
+                       'text': 'density: float = 0.7 in (0.0, 1.0]',
+                       'help': 'mean keep probability of a task-vector entry (1 - drop rate); 1 keeps all; density '
+                               '+/- epsilon must lie in (0, 1)'},
+                      {'name': 'epsilon',
+                       'type': 'float',
+                       'per_model': False,
+                       'default': 0.15,
+                       'choices': None,
+                       'range': '[0.0, 0.5)',
+                       'text': 'epsilon: float = 0.15 in [0.0, 0.5)',
+                       'help': 'half-width of the keep probabilities: per row, the smallest magnitude is kept with '
+                               'density - epsilon, the largest with density + epsilon, linearly in rank between'},
+                      {'name': 'lambda',
+                       'type': 'float',
+                       'per_model': False,
+                       'default': 1.0,
+                       'choices': None,
+                       'range': None,
+                       'text': 'lambda: float = 1.0',
+                       'help': 'scale of the merged task vector added to the base'},
+                      {'name': 'seed',
+                       'type': 'int',
+                       'per_model': False,
+                       'default': 0,
+                       'choices': None,
+                       'range': '[0, inf]',
+                       'text': 'seed: int = 0 in [0, inf]',
+                       'help': "seeds the keep masks, drawn per (seed, tensor name, the model's own task vector): "
+                               'the same masks in any process, on any device and in any checkpoint order'},
+                      {'name': 'rescale',
+                       'type': 'str',
+                       'per_model': False,
+                       'default': 'probability',
+                       'choices': ['probability', 'l1', 'none'],
+                       'range': None,
+                       'text': "rescale: str = 'probability' one of ['probability', 'l1', 'none']",
+                       'help': 'how the kept entries are rescaled: probability = divide each by its keep probability '
+                               "(the DELLA paper and authors' code, unbiased); l1 = restore the tensor's L1 norm "
+                               "(mergekit's rescale: true, its default); none = no rescale (mergekit's rescale: "
+                               'false)'},
+                      {'name': 'normalize',
+                       'type': 'bool',
+                       'per_model': False,
+                       'default': True,
+                       'choices': None,
+                       'range': None,
+                       'text': 'normalize: bool = True',
+                       'help': 'divide each entry by the summed weights of the models that agree with its elected '
+                               "sign (mergekit's della default, true); false keeps the agreeing weighted sum"}]},
+ 'della_linear': {'name': 'della_linear',
+                  'summary': 'Prune task-vector entries with magnitude-ranked keep probabilities, rescale, then task '
+                             'arithmetic.',
+                  'reference': 'Deep et al. 2024, DELLA-Merging, https://arxiv.org/abs/2406.11617',
+                  'version': 1,
+                  'applicable_k': '1..inf',
+                  'needs_base': True,
+                  'mergekit_note': "Equal to mergekit's della_linear when rescale is l1 (mergekit's rescale: true, "
+                                   'its default) or none (rescale: false) and the masks are the same: the keep '
+                                   "probabilities are mergekit's bit for bit (per-row magnitude ranks, as the DELLA "
+                                   "authors' code) except among equal magnitudes in a row, which ours ranks by "
+                                   "position (mergekit's argsort is not stable). Differences: our default rescale: "
+                                   'probability divides each kept entry by its keep probability (the paper and '
+                                   "authors' code; mergekit matches the L1 norm instead); masks come from a "
+                                   "generator seeded by (seed, tensor name, the model's own task vector), mergekit's "
+                                   "from torch's global generator, so no mask is shared and ours do not depend on "
+                                   "the checkpoint order; one density and epsilon for all models (mergekit's are per "
+                                   'model, default density 1.0 = no drop); a row of one entry is kept with '
+                                   'probability density (mergekit divides 0 by 0 there and fails). The combination '
+                                   "is mergekit's with normalize: false (its default), theta_0 + lambda * sum(w_i * "
+                                   "pruned tau_i); mergekit's normalize: true (divide by the sum of the weights) is "
+                                   'not offered.',
+                  'params': [{'name': 'weight',
+                              'type': 'float',
+                              'per_model': True,
+                              'default': 1.0,
+                              'choices': None,
+                              'range': None,
+                              'text': 'weight: list[float] per model = 1.0',
+                              'help': "per-model weight w_i of model i's pruned and rescaled task vector in the sum"},
+                             {'name': 'density',
+                              'type': 'float',
+                              'per_model': False,
+                              'default': 0.7,
+                              'choices': None,
+                              'range': '(0.0, 1.0]',
+                              'text': 'density: float = 0.7 in (0.0, 1.0]',
+                              'help': 'mean keep probability of a task-vector entry (1 - drop rate); 1 keeps all; '
+                                      'density +/- epsilon must lie in (0, 1)'},
+                             {'name': 'epsilon',
+                              'type': 'float',
+                              'per_model': False,
+                              'default': 0.15,
+                              'choices': None,
+                              'range': '[0.0, 0.5)',
+                              'text': 'epsilon: float = 0.15 in [0.0, 0.5)',
+                              'help': 'half-width of the keep probabilities: per row, the smallest magnitude is kept '
+                                      'with density - epsilon, the largest with density + epsilon, linearly in rank '
+                                      'between'},
+                             {'name': 'lambda',
+                              'type': 'float',
+                              'per_model': False,
+                              'default': 1.0,
+                              'choices': None,
+                              'range': None,
+                              'text': 'lambda: float = 1.0',
+                              'help': 'scale of the summed task vectors added to the base'},
+                             {'name': 'seed',
+                              'type': 'int',
+                              'per_model': False,
+                              'default': 0,
+                              'choices': None,
+                              'range': '[0, inf]',
+                              'text': 'seed: int = 0 in [0, inf]',
+                              'help': "seeds the keep masks, drawn per (seed, tensor name, the model's own task "
+                                      'vector): the same masks in any process, on any device and in any checkpoint '
+                                      'order'},
+                             {'name': 'rescale',
+                              'type': 'str',
+                              'per_model': False,
+                              'default': 'probability',
+                              'choices': ['probability', 'l1', 'none'],
+                              'range': None,
+                              'text': "rescale: str = 'probability' one of ['probability', 'l1', 'none']",
+                              'help': 'how the kept entries are rescaled: probability = divide each by its keep '
+                                      "probability (the DELLA paper and authors' code, unbiased); l1 = restore the "
+                                      "tensor's L1 norm (mergekit's rescale: true, its default); none = no rescale "
+                                      "(mergekit's rescale: false)"}]},
+ 'fisher': {'name': 'fisher',
+            'summary': "Each entry the average of the checkpoints' entries weighted by their Fisher information.",
+            'reference': 'Matena & Raffel 2022, Merging Models with Fisher-Weighted Averaging, '
+                         'https://arxiv.org/abs/2111.09832',
+            'version': 1,
+            'applicable_k': '1..inf',
+            'needs_base': True,
+            'mergekit_note': 'Not in mergekit 0.1.5. Reference: Matena & Raffel 2022 (arXiv 2111.09832), as '
+                             "FusionBench's fisher_merging with normalize_fisher_weight false (its per-model L2 "
+                             'normalisation of the Fishers is not offered) and an additive floor; the empirical '
+                             "Fisher uses the calibration text's own tokens as labels (not labels sampled from the "
+                             'model); one calibration set for every checkpoint.',
+            'params': [{'name': 'calibration',
+                        'type': 'str',
+                        'per_model': False,
+                        'default': 'zoo',
+                        'choices': None,
+                        'range': None,
+                        'text': "calibration: str = 'zoo'",
+                        'help': "text each checkpoint is run on: zoo (the mini zoo's training mixture), "
+                                'lm_eval:<task>[:train|:validation] (never the evaluated split) or a UTF-8 text '
+                                "file's path (one sequence per non-empty line; cached by content)"},
+                       {'name': 'sequences',
+                        'type': 'int',
+                        'per_model': False,
+                        'default': 64,
+                        'choices': None,
+                        'range': '[1, inf]',
+                        'text': 'sequences: int = 64 in [1, inf]',
+                        'help': 'how many calibration sequences (of at most 512 tokens) each checkpoint is run on'},
+                       {'name': 'floor',
+                        'type': 'float',
+                        'per_model': False,
+                        'default': 1e-06,
+                        'choices': None,
+                        'range': '(0.0, inf]',
+                        'text': 'floor: float = 1e-06 in (0.0, inf]',
+                        'help': "epsilon added to every Fisher value before weighting (FusionBench's "
+                                "minimal_fisher_weight, 1e-6): keeps entries no model's loss depends on defined "
+                                '(there: the w-weighted mean)'},
+                       {'name': 'weight',
+                        'type': 'float',
+                        'per_model': True,
+                        'default': 1.0,
+                        'choices': None,
+                        'range': '(0.0, inf]',
+                        'text': 'weight: list[float] per model = 1.0 in (0.0, inf]',
+                        'help': "per-model scaling coefficient w_i of model i's Fisher (FusionBench's "
+                                'fisher_scaling_coefficients); equal weights change nothing'}]},
  'iso_c': {'name': 'iso_c',
            'summary': 'Flatten the spectrum of the summed task vector, add alpha times the result.',
            'reference': 'Marczak et al. 2025, No Task Left Behind: Isotropic Model Merging with Common and '
@@ -203,6 +511,10 @@ BUILTIN = {'aim': {'name': 'aim',
            'version': 1,
            'applicable_k': '1..inf',
            'needs_base': True,
+           'mergekit_note': 'Not in mergekit 0.1.5. Reference: danielm1405/iso-merging d34010a (written for CLIP) '
+                            "with the study fork's LLM scope (kaganhitit11/mergekit, mergekit PR #639), matched to "
+                            'float32 precision; alpha_applies: false is the fork before 903c139, where lambda had no '
+                            'effect.',
            'params': [{'name': 'alpha',
                        'type': 'float',
                        'per_model': False,
@@ -210,7 +522,8 @@ BUILTIN = {'aim': {'name': 'aim',
                        'choices': None,
                        'range': None,
                        'text': 'alpha: float = 1.0',
-                       'help': ''},
+                       'help': "scale of the merged task vector added to the base (the study fork's lambda; see "
+                               'alpha_applies)'},
                       {'name': 'alpha_applies',
                        'type': 'bool',
                        'per_model': False,
@@ -229,6 +542,10 @@ BUILTIN = {'aim': {'name': 'aim',
              'version': 1,
              'applicable_k': '1..inf',
              'needs_base': True,
+             'mergekit_note': "Not in mergekit 0.1.5, nor one of the study fork's methods. Reference: "
+                              'danielm1405/iso-merging d34010a (iso_cts), matched to float32 precision, with the '
+                              "study's LLM scope and one guard the original lacks: the task share is rounded down "
+                              'when rounding up would leave the common subspace a negative size.',
              'params': [{'name': 'alpha',
                          'type': 'float',
                          'per_model': False,
@@ -236,7 +553,7 @@ BUILTIN = {'aim': {'name': 'aim',
                          'choices': None,
                          'range': None,
                          'text': 'alpha: float = 1.0',
-                         'help': ''},
+                         'help': 'scale of the merged task vector added to the base'},
                         {'name': 'common_space_fraction',
                          'type': 'float',
                          'per_model': False,
@@ -244,13 +561,48 @@ BUILTIN = {'aim': {'name': 'aim',
                          'choices': None,
                          'range': '[0.0, 1.0]',
                          'text': 'common_space_fraction: float = 0.8 in [0.0, 1.0]',
-                         'help': ''}]},
+                         'help': 'share f of the rank bound r given to the common subspace: k0 = floor(r*f), then '
+                                 'rounded so each task gets an equal share of the rest'}]},
+ 'karcher': {'name': 'karcher',
+             'summary': "Geodesic mean of the checkpoints' directions on the sphere, scaled by their mean norm.",
+             'reference': 'Karcher 1977, Riemannian center of mass and mollifier smoothing, '
+                          "https://doi.org/10.1002/cpa.3160300502; mergekit's karcher, "
+                          'https://arxiv.org/abs/2603.04972',
+             'version': 1,
+             'applicable_k': '1..inf',
+             'needs_base': False,
+             'mergekit_note': "Same as mergekit's karcher (equal weights; mergekit has no per-model weight). "
+                              'mergekit treats no input as a base here but adds a configured base_model to the '
+                              'inputs, so a mergekit configuration with base_model averages k + 1 models; ours, like '
+                              'the mergekit:karcher adapter, averages the k checkpoints.',
+             'params': [{'name': 'max_iter',
+                         'type': 'int',
+                         'per_model': False,
+                         'default': 10,
+                         'choices': None,
+                         'range': '[0, inf]',
+                         'text': 'max_iter: int = 10 in [0, inf]',
+                         'help': 'most fixed-point steps towards the mean direction (0: the normalised Euclidean '
+                                 'mean of the directions)'},
+                        {'name': 'tol',
+                         'type': 'float',
+                         'per_model': False,
+                         'default': 1e-05,
+                         'choices': None,
+                         'range': '(0.0, inf]',
+                         'text': 'tol: float = 1e-05 in (0.0, inf]',
+                         'help': 'stop when the tangent step is shorter than this (radians); also the norm below '
+                                 'which a checkpoint has no direction and the angle below which a direction adds no '
+                                 'step'}]},
  'linear': {'name': 'linear',
             'summary': "Weighted average of the checkpoints' weights.",
             'reference': 'Wortsman et al. 2022, Model soups, https://arxiv.org/abs/2203.05482',
             'version': 1,
             'applicable_k': '1..inf',
             'needs_base': False,
+            'mergekit_note': "Same as mergekit's linear with normalize: true (its default). mergekit's normalize: "
+                             'false (the undivided sum) is not offered, and weights summing to 0 are an error here '
+                             'where mergekit divides by 0.',
             'params': [{'name': 'weight',
                         'type': 'float',
                         'per_model': True,
@@ -258,7 +610,8 @@ BUILTIN = {'aim': {'name': 'aim',
                         'choices': None,
                         'range': None,
                         'text': 'weight: list[float] per model = 1.0',
-                        'help': ''}]},
+                        'help': 'per-model weight w_i in sum(w_i*theta_i) / sum(w_i): only the ratios matter; '
+                                'weights that sum to 0 are an error'}]},
  'model_stock': {'name': 'model_stock',
                  'summary': "Interpolate between the base and the checkpoints' mean by a ratio set by the task "
                             "vectors' angles.",
@@ -266,7 +619,180 @@ BUILTIN = {'aim': {'name': 'aim',
                  'version': 1,
                  'applicable_k': '2..inf',
                  'needs_base': True,
+                 'mergekit_note': "Same as mergekit 0.1.5's model_stock (filter_wise: false), including where |1 + "
+                                  '(T - 1)*cos(theta)| < 1e-6: both keep the base there (t = 0). mergekit 0.1.4 and '
+                                  'earlier, the study fork among them, have no guard and give inf/NaN there. '
+                                  "mergekit's filter_wise: true (a ratio per row) is not offered.",
                  'params': []},
+ 'multislerp': {'name': 'multislerp',
+                'summary': 'Weighted mean direction of the checkpoints (or their task vectors) on the sphere, times '
+                           'the mean norm.',
+                'reference': 'Goddard, Multi-SLERP, https://goddard.blog/posts/multislerp-wow-what-a-cool-idea '
+                             "(mergekit's multislerp)",
+                'version': 1,
+                'applicable_k': '1..inf',
+                'needs_base': True,
+                'mergekit_note': "Same as mergekit's multislerp to float32 rounding (its tangent-space average is "
+                                 'zero in exact arithmetic, so the closed form is computed). Task vectors exactly '
+                                 "when use_base, which stands for mergekit's base_model. Weights summing to 0 with "
+                                 'normalize_weights are an error here (mergekit divides by 0), and cancelling '
+                                 'directions at k > 2 are an error naming the tensor (mergekit raises a ValueError).',
+                'params': [{'name': 'weight',
+                            'type': 'float',
+                            'per_model': True,
+                            'default': 1.0,
+                            'choices': None,
+                            'range': None,
+                            'text': 'weight: list[float] per model = 1.0',
+                            'help': "per-model weight w_i of model i's direction and norm in the barycentre"},
+                           {'name': 'normalize_weights',
+                            'type': 'bool',
+                            'per_model': False,
+                            'default': True,
+                            'choices': None,
+                            'range': None,
+                            'text': 'normalize_weights: bool = True',
+                            'help': 'divide the weights by their sum (then weights that sum to 0 are an error); '
+                                    'false uses them as given, which also scales the result'},
+                           {'name': 'eps',
+                            'type': 'float',
+                            'per_model': False,
+                            'default': 1e-08,
+                            'choices': None,
+                            'range': '(0.0, inf]',
+                            'text': 'eps: float = 1e-08 in (0.0, inf]',
+                            'help': 'added to every norm before dividing by it; also the shortest mean direction '
+                                    'accepted'},
+                           {'name': 'use_base',
+                            'type': 'bool',
+                            'per_model': False,
+                            'default': True,
+                            'choices': None,
+                            'range': None,
+                            'text': 'use_base: bool = True',
+                            'help': 'true: interpolate the task vectors theta_i - theta_0 and add the base back '
+                                    "(mergekit with a base_model); false: interpolate the checkpoints' weights, base "
+                                    'unused (mergekit without one)'}]},
+ 'nuslerp': {'name': 'nuslerp',
+             'summary': 'Interpolate along the great circle between the two checkpoints (or their task vectors), by '
+                        'weight.',
+             'reference': "mergekit's nuslerp (Goddard et al. 2024, Arcee's MergeKit, "
+                          'https://arxiv.org/abs/2403.13257); SLERP: Shoemake 1985, '
+                          'https://doi.org/10.1145/325165.325242',
+             'version': 1,
+             'applicable_k': '2',
+             'needs_base': True,
+             'mergekit_note': "Same as mergekit's nuslerp, parameters included; mergekit interpolates task vectors "
+                              'exactly when its configuration has a base_model, which is use_base here (a merge here '
+                              'always has a base for the layout, so use_base: false stands for a configuration '
+                              'without one).',
+             'params': [{'name': 'weight',
+                         'type': 'float',
+                         'per_model': True,
+                         'default': 1.0,
+                         'choices': None,
+                         'range': None,
+                         'text': 'weight: list[float] per model = 1.0',
+                         'help': 'per-model weight w_i: the position is t = w_2 / (w_1 + w_2) (0.5 when they sum to '
+                                 '~0), so only the ratio matters'},
+                        {'name': 'nuslerp_flatten',
+                         'type': 'bool',
+                         'per_model': False,
+                         'default': True,
+                         'choices': None,
+                         'range': None,
+                         'text': 'nuslerp_flatten: bool = True',
+                         'help': 'true: the whole tensor is one vector; false: each row (or, with nuslerp_row_wise, '
+                                 'each column) is interpolated on its own'},
+                        {'name': 'nuslerp_row_wise',
+                         'type': 'bool',
+                         'per_model': False,
+                         'default': False,
+                         'choices': None,
+                         'range': None,
+                         'text': 'nuslerp_row_wise: bool = False',
+                         'help': 'with nuslerp_flatten false: interpolate the vectors along the first dimension '
+                                 "(columns of a matrix) instead of along the last (rows); mergekit's name"},
+                        {'name': 'use_base',
+                         'type': 'bool',
+                         'per_model': False,
+                         'default': True,
+                         'choices': None,
+                         'range': None,
+                         'text': 'use_base: bool = True',
+                         'help': 'true: interpolate the task vectors theta_i - theta_0 and add the base back '
+                                 "(mergekit with a base_model); false: interpolate the checkpoints' weights, base "
+                                 'unused (mergekit without one)'}]},
+ 'regmean': {'name': 'regmean',
+             'summary': 'Linear layers: the least-squares merge of their outputs on calibration inputs; other '
+                        'tensors: the mean.',
+             'reference': 'Jin et al. 2023, Dataless Knowledge Fusion by Merging Weights of Language Models, '
+                          'https://arxiv.org/abs/2212.09849',
+             'version': 1,
+             'applicable_k': '1..inf',
+             'needs_base': True,
+             'mergekit_note': 'Not in mergekit 0.1.5. Reference: Jin et al. 2023 (arXiv 2212.09849) and '
+                              "FusionBench's / MergeBench's regmean (Gram = mean XᵀX over calibration tokens, "
+                              'off-diagonals times alpha). One calibration set for every checkpoint (the paper uses '
+                              "each model's own training data); lm_head is averaged with the embeddings, not solved.",
+             'params': [{'name': 'calibration',
+                         'type': 'str',
+                         'per_model': False,
+                         'default': 'zoo',
+                         'choices': None,
+                         'range': None,
+                         'text': "calibration: str = 'zoo'",
+                         'help': "text each checkpoint is run on: zoo (the mini zoo's training mixture), "
+                                 'lm_eval:<task>[:train|:validation] (never the evaluated split) or a UTF-8 text '
+                                 "file's path (one sequence per non-empty line; cached by content)"},
+                        {'name': 'sequences',
+                         'type': 'int',
+                         'per_model': False,
+                         'default': 64,
+                         'choices': None,
+                         'range': '[1, inf]',
+                         'text': 'sequences: int = 64 in [1, inf]',
+                         'help': 'how many calibration sequences (of at most 512 tokens) each checkpoint is run on'},
+                        {'name': 'off_diagonal_scale',
+                         'type': 'float',
+                         'per_model': False,
+                         'default': 0.1,
+                         'choices': None,
+                         'range': '[0.0, 1.0]',
+                         'text': 'off_diagonal_scale: float = 0.1 in [0.0, 1.0]',
+                         'help': 'alpha: off-diagonal Gram entries are multiplied by it (1 = exact least squares, 0 '
+                                 "= per-channel weighted mean); MergeBench's LLM runs use 0.1"}]},
+ 'sce': {'name': 'sce',
+         'summary': 'Select high-variance entries, weight models by their energy, erase minority signs, average.',
+         'reference': 'Wan et al. 2024, FuseChat (SCE merging), https://arxiv.org/abs/2408.07990',
+         'version': 1,
+         'applicable_k': '1..inf',
+         'needs_base': True,
+         'mergekit_note': "Same as mergekit's sce, including the reference's rules that the weights fall back to 1/T "
+                          'when the summed mean squares are below 1e-6 (an absolute threshold: task vectors with an '
+                          'RMS below about 1e-3/sqrt(T) get uniform weights) and that the divisor is at least 1e-6, '
+                          'except: among equal variances at the selection threshold ours keeps the lowest flat '
+                          "indices, mergekit's topk whichever its kernel returns; lambda is ours (mergekit has none; "
+                          "1 is theirs). Like mergekit's, no per-model weight: SCE computes its own.",
+         'params': [{'name': 'select_topk',
+                     'type': 'float',
+                     'per_model': False,
+                     'default': 1.0,
+                     'choices': None,
+                     'range': '(0.0, 1.0]',
+                     'text': 'select_topk: float = 1.0 in (0.0, 1.0]',
+                     'help': "fraction of each tensor's entries with non-zero variance across the task vectors kept, "
+                             'highest variance first: int(count * select_topk), equal variances lowest index first; '
+                             "1 (mergekit's default) keeps all"},
+                    {'name': 'lambda',
+                     'type': 'float',
+                     'per_model': False,
+                     'default': 1.0,
+                     'choices': None,
+                     'range': None,
+                     'text': 'lambda: float = 1.0',
+                     'help': "scale of the merged task vector added to the base (not in mergekit's sce; 1 = "
+                             'theirs)'}]},
  'slerp': {'name': 'slerp',
            'summary': "Interpolate along the great circle between the two checkpoints' weights.",
            'reference': 'Shoemake 1985, Animating rotation with quaternion curves, '
@@ -274,6 +800,9 @@ BUILTIN = {'aim': {'name': 'aim',
            'version': 1,
            'applicable_k': '2',
            'needs_base': False,
+           'mergekit_note': "Same as mergekit's slerp with base_model = the first checkpoint: mergekit goes from its "
+                            'base_model (t = 0) to its one other model (t = 1), ours from the first checkpoint to '
+                            'the second and takes no base (same 0.9995 linear fallback, same 1e-8 norm floor).',
            'params': [{'name': 't',
                        'type': 'float',
                        'per_model': False,
@@ -281,7 +810,7 @@ BUILTIN = {'aim': {'name': 'aim',
                        'choices': None,
                        'range': '[0.0, 1.0]',
                        'text': 't: float = 0.5 in [0.0, 1.0]',
-                       'help': ''}]},
+                       'help': 'position on the great circle: 0 gives the first checkpoint, 1 the second'}]},
  'subspace_boosting': {'name': 'subspace_boosting',
                        'summary': 'Merge with the base method, then lift the small singular values of every '
                                   "projection's merged delta.",
@@ -290,6 +819,11 @@ BUILTIN = {'aim': {'name': 'aim',
                        'version': 2,
                        'applicable_k': '1..inf',
                        'needs_base': True,
+                       'mergekit_note': 'Not in mergekit 0.1.5. Reference: the study fork (kaganhitit11/mergekit '
+                                        '3f031f3, and mergekit PR #639 at 903c139, subspace_helpers.py), matched to '
+                                        "float32 precision: boost_order after_normalize is 3f031f3's order, "
+                                        "before_normalize 903c139's. Its ties step is our ties (see that method's "
+                                        'note).',
                        'params': [{'name': 'base_method',
                                    'type': 'str',
                                    'per_model': False,
@@ -297,7 +831,9 @@ BUILTIN = {'aim': {'name': 'aim',
                                    'choices': ['task_arithmetic', 'ties'],
                                    'range': None,
                                    'text': "base_method: str = 'task_arithmetic' one of ['task_arithmetic', 'ties']",
-                                   'help': ''},
+                                   'help': 'how the merged task vector is formed before boosting: task_arithmetic = '
+                                           "sum(w_i*tau_i); ties = TIES' disjoint merge (with density, trim_scope, "
+                                           'normalize)'},
                                   {'name': 'beta',
                                    'type': 'float',
                                    'per_model': False,
@@ -314,7 +850,7 @@ BUILTIN = {'aim': {'name': 'aim',
                                    'choices': None,
                                    'range': None,
                                    'text': 'lambda: float = 1.0',
-                                   'help': ''},
+                                   'help': 'scale of the boosted merged task vector added to the base'},
                                   {'name': 'weight',
                                    'type': 'float',
                                    'per_model': True,
@@ -322,7 +858,7 @@ BUILTIN = {'aim': {'name': 'aim',
                                    'choices': None,
                                    'range': None,
                                    'text': 'weight: list[float] per model = 1.0',
-                                   'help': ''},
+                                   'help': "per-model weight w_i of model i's task vector in the base method"},
                                   {'name': 'density',
                                    'type': 'float',
                                    'per_model': False,
@@ -374,6 +910,9 @@ BUILTIN = {'aim': {'name': 'aim',
                      'version': 1,
                      'applicable_k': '1..inf',
                      'needs_base': True,
+                     'mergekit_note': "Same as mergekit's task_arithmetic with normalize: false (its default), bit "
+                                      "for bit. mergekit's normalize: true (divide by the sum of the weights) is not "
+                                      'offered; a sweep\'s lambda "1/k" gives the mean.',
                      'params': [{'name': 'weight',
                                  'type': 'float',
                                  'per_model': True,
@@ -381,7 +920,7 @@ BUILTIN = {'aim': {'name': 'aim',
                                  'choices': None,
                                  'range': None,
                                  'text': 'weight: list[float] per model = 1.0',
-                                 'help': ''},
+                                 'help': "per-model weight w_i of model i's task vector in the sum"},
                                 {'name': 'lambda',
                                  'type': 'float',
                                  'per_model': False,
@@ -389,13 +928,22 @@ BUILTIN = {'aim': {'name': 'aim',
                                  'choices': None,
                                  'range': None,
                                  'text': 'lambda: float = 1.0',
-                                 'help': ''}]},
+                                 'help': 'scale of the summed task vectors added to the base; a sweep\'s "1/k" gives '
+                                         'their mean; negative subtracts'}]},
  'ties': {'name': 'ties',
           'summary': 'Trim each task vector to its top-``density`` entries, elect signs, average agreeing entries.',
           'reference': 'Yadav et al. 2023, TIES-Merging, https://arxiv.org/abs/2306.01708',
           'version': 2,
           'applicable_k': '1..inf',
           'needs_base': True,
+          'mergekit_note': "Same as mergekit's ties (normalize true or false, rescale false) except: among equal "
+                           "magnitudes at the trim threshold ours keeps the lowest flat indices, mergekit's unstable "
+                           'argsort whichever its sort kernel puts first (they differ on bf16 checkpoints and agree '
+                           "once that sort is stable); one density for all models (mergekit's is per model, default "
+                           "1.0 = no trim); trim_scope: global (the paper's) is ours only. The sign is elected on "
+                           'the weighted trimmed deltas sum(w_i*trimmed tau_i), as mergekit does (the paper and PEFT '
+                           "elect on the unweighted ones: the same with equal weights). mergekit's rescale (L1-norm) "
+                           'is not offered.',
           'params': [{'name': 'weight',
                       'type': 'float',
                       'per_model': True,
@@ -403,7 +951,8 @@ BUILTIN = {'aim': {'name': 'aim',
                       'choices': None,
                       'range': None,
                       'text': 'weight: list[float] per model = 1.0',
-                      'help': ''},
+                      'help': "per-model weight w_i: scales model i's trimmed task vector in the sign election, in "
+                              'the agreeing sum and in the divisor'},
                      {'name': 'density',
                       'type': 'float',
                       'per_model': False,
@@ -421,7 +970,7 @@ BUILTIN = {'aim': {'name': 'aim',
                       'choices': None,
                       'range': None,
                       'text': 'lambda: float = 1.0',
-                      'help': ''},
+                      'help': 'scale of the merged task vector added to the base'},
                      {'name': 'trim_scope',
                       'type': 'str',
                       'per_model': False,
@@ -448,6 +997,10 @@ BUILTIN = {'aim': {'name': 'aim',
                'version': 1,
                'applicable_k': '1..inf',
                'needs_base': True,
+               'mergekit_note': "Not in mergekit 0.1.5. Reference: the authors' code "
+                                '(AntoAndGar/task_singular_vectors a6c9718) and the study fork '
+                                '(kaganhitit11/mergekit, mergekit PR #639), matched to float32 precision; '
+                                'alpha_applies: false is the fork before 903c139, where lambda had no effect.',
                'params': [{'name': 'alpha',
                            'type': 'float',
                            'per_model': False,
@@ -455,7 +1008,8 @@ BUILTIN = {'aim': {'name': 'aim',
                            'choices': None,
                            'range': None,
                            'text': 'alpha: float = 1.0',
-                           'help': ''},
+                           'help': "scale of the merged task vector added to the base (the study fork's lambda; see "
+                                   'alpha_applies)'},
                           {'name': 'alpha_applies',
                            'type': 'bool',
                            'per_model': False,

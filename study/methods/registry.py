@@ -22,6 +22,9 @@ ENTRY_POINT_GROUP = "study.methods"
 BUILTIN_NAMES = (
     "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "model_stock", "slerp", "breadcrumbs",
     "tsv_merge", "iso_c", "iso_cts", "subspace_boosting", "aim",
+    "della", "della_linear", "breadcrumbs_ties", "sce",
+    "nuslerp", "karcher", "multislerp",
+    "regmean", "fisher",
 )
 METHODS: Registry[object] = Registry(
     "method", {name: f"study.methods.{name}:{name}" for name in BUILTIN_NAMES}, group=ENTRY_POINT_GROUP
