@@ -93,6 +93,11 @@ class Record:
     cell: Cell
     status: Outcome
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per task as lm-eval names it (``study.evaluate.collect_results``): ``metric``, ``score``, ``stderr``, every
+    metric and standard error, ``output_type``, and ``benchmark``, the entry of ``evaluation.tasks`` it counts
+    under (itself, or its top-level group); a group's own entry adds ``subtasks`` and ``weight_by_size``. Records
+    written before ``benchmark`` existed lack it and are read as every task its own benchmark (the same
+    numbers for sweeps without groups), so the entries grew keys without a new schema version or cell key."""
     error: str = ""
     traceback: str = ""
     reason: str = ""

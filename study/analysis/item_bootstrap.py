@@ -3,9 +3,12 @@
 ``summary.csv``'s intervals resample subsets only and treat every score as exact; with 40 documents per task
 a gain of 0.02 is well inside evaluation noise. Here the bootstrap is hierarchical, with two levels: each
 replicate resamples the subsets of a series (the outer level) *and*, within every task, its documents (the
-inner level; tasks are fixed, because avg(cell) is a mean over a fixed task set). The documents are drawn once
-per replicate and shared by every cell of the base — the base, each single and each merge answered the same
-documents, so the design is paired and the draw is crossed with the subsets rather than redrawn per subset.
+inner level; tasks are fixed, because avg(cell) is a mean over a fixed set of benchmarks). A group's score is
+rebuilt from its leaves' resampled means as lm-eval builds it (``aggregate_subtask_metrics``): with
+``weight_by_size``, weighted by each leaf's document count, which pools the documents of all its leaves; without,
+the mean of its leaves' means. The documents are drawn once per replicate and shared by every cell of the
+base — the base, each single and each merge answered the same documents, so the design is paired and the draw
+is crossed with the subsets rather than redrawn per subset.
 ``document_replicates`` holds that inner level: every cell's average in every replicate. Consumers add the
 outer level: ``item_intervals`` (a series' mean gain over the base and mean relative gain over each subset's
 best single), ``beyond_noise`` (one subset at a time: no outer level), and ``study.analysis.paired`` (method
@@ -32,7 +35,7 @@ BOTH, SUBSETS = "subsets and documents", "subsets"
 
 @dataclass(frozen=True)
 class Replicates:
-    """One base's document-level bootstrap: ``avg[b, index[cell_id]]`` is the cell's average over tasks in
+    """One base's document-level bootstrap: ``avg[b, index[cell_id]]`` is the cell's average over benchmarks in
     replicate ``b``, every cell weighted by the same resampled documents (paired)."""
 
     base_id: str
@@ -68,6 +71,38 @@ def _doc_vectors(store: Any, cell_id: str, metrics: dict[str, str]) -> dict[str,
     return out
 
 
+@dataclass(frozen=True)
+class _Part:
+    """How one benchmark's score is made of per-task document means: its leaf tasks (the task itself for a
+    single task) and lm-eval's ``weight_by_size`` for a group (None for a single task)."""
+
+    tasks: tuple[str, ...]
+    weight_by_size: bool | None = None
+
+
+def _structure(scores: pd.DataFrame, store: Any, base_id: str) -> tuple[dict[str, str], dict[str, _Part]]:
+    """From the base cell's rows: the metric whose per-document values are resampled for each task (a group's
+    leaves: the group's metric, which is the one lm-eval aggregated), and each benchmark's parts. A group's
+    ``weight_by_size`` is read from the base's record, where ``collect_results`` kept it."""
+    rows = scores[scores.cell_id == base_id]
+    bench = rows.benchmark.fillna(rows.task) if "benchmark" in rows.columns else rows.task
+    own = {t: m for t, m, b in zip(rows.task, rows.metric, bench) if t == b}
+    leaves: dict[str, list[str]] = {}
+    for t, b in zip(rows.task, bench):
+        if t != b:
+            leaves.setdefault(b, []).append(t)
+    metrics = {t: m for t, m in own.items() if t not in leaves}
+    parts = {t: _Part((t,)) for t in metrics}
+    if leaves:
+        entries = store.get(base_id).scores
+        for group, tasks in leaves.items():
+            if group not in own:
+                continue  # no score of its own: neither its leaves nor it count in the average
+            metrics.update(dict.fromkeys(tasks, own[group]))
+            parts[group] = _Part(tuple(sorted(tasks)), bool(entries[group].get("weight_by_size", True)))
+    return metrics, parts
+
+
 def _cell_table(scores: pd.DataFrame, base: str) -> tuple[dict[str, str], dict[str, str]]:
     """The base's cell id per base name and each single's cell id per checkpoint, for one base."""
     rows = scores[scores.base == base]
@@ -80,18 +115,21 @@ def _cell_table(scores: pd.DataFrame, base: str) -> tuple[dict[str, str], dict[s
 def document_replicates(scores: pd.DataFrame, per_subset: pd.DataFrame, store: Any, sweep_seed: int,
                         n_boot: int = N_BOOT) -> dict[str, Replicates | None]:
     """Per base with counted subsets and a done base cell: the replicates of its base, singles and counted
-    merges, or None where those cells' samples do not allow resampling documents (missing, or other documents).
+    merges, or None where those cells' samples do not allow resampling documents (missing, or other documents,
+    or some but not all leaves of a group). Without groups the draws and sums are those of a mean over tasks.
 
     The document weights depend only on the sweep seed, the base and its task list, never on which cells are
     included, so every consumer (and every rerun) sees the same draw.
     """
+    from lm_eval.api.metrics import aggregate_subtask_metrics  # lm-eval's group score, as Group.aggregate uses it
+
     counted = per_subset[per_subset.counted]
     out: dict[str, Replicates | None] = {}
     for base, series in counted.groupby("base", sort=True):
         base_id, singles = _cell_table(scores, base)
         if not base_id:
             continue
-        metrics = {t: m for t, m in scores[scores.cell_id == base_id[base]][["task", "metric"]].itertuples(index=False)}
+        metrics, parts = _structure(scores, store, base_id[base])
         needed = {base_id[base], *singles.values(), *series.cell_id}
         vectors = {cid: _doc_vectors(store, cid, metrics) for cid in needed}
         reference = vectors[base_id[base]]
@@ -99,15 +137,23 @@ def document_replicates(scores: pd.DataFrame, per_subset: pd.DataFrame, store: A
                                 for v in vectors.values()):
             out[base] = None
             continue
+        resampled = {b: p for b, p in sorted(parts.items()) if any(t in reference for t in p.tasks)}
+        if any(t not in reference for p in resampled.values() for t in p.tasks):
+            out[base] = None  # a group with some leaves unsampled: its score cannot be rebuilt
+            continue
         order = sorted(needed)
         rng = np.random.default_rng(bootstrap_seed(sweep_seed, "items", base))
         avg = np.zeros((n_boot, len(order)))
-        tasks = sorted(reference)
-        for task in tasks:
-            n = len(reference[task][0])
-            weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot) / n
-            avg += weights @ np.stack([vectors[cid][task][1] for cid in order]).T
-        avg /= len(tasks)
+        for part in resampled.values():
+            means, sizes = [], []
+            for task in part.tasks:
+                n = len(reference[task][0])
+                weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot) / n
+                means.append(weights @ np.stack([vectors[cid][task][1] for cid in order]).T)
+                sizes.append(n)
+            avg += means[0] if part.weight_by_size is None else aggregate_subtask_metrics(means, sizes,
+                                                                                           part.weight_by_size)
+        avg /= len(resampled)
         out[base] = Replicates(base_id[base], singles, {cid: i for i, cid in enumerate(order)}, avg)
     return out
 

@@ -2,7 +2,9 @@
 
 Every function here takes ``scores.parquet``'s frame, never the store, so the report's numbers can be
 recomputed by anyone from that one file with the same float operations: the average of a cell is the pandas
-mean over its task rows, then every (base, method, params, k) number is the pandas mean over its subsets.
+mean over its benchmark rows (``task == benchmark``: one row per entry of ``evaluation.tasks``, a group counted
+once by lm-eval's own aggregate of its leaf tasks; without groups, every row), then every (base, method,
+params, k) number is the pandas mean over its subsets.
 
 A subset counts only when its merge, the base and every single checkpoint of the subset are done with the
 same task set as the base (a cell missing a task would shift its average); the others are dropped and the
@@ -128,9 +130,21 @@ def bootstrap_ci(values: Any, seed: int, n_boot: int = N_BOOT, level: float = LE
     return float(lo), float(hi)
 
 
+def is_benchmark(scores: pd.DataFrame) -> pd.Series:
+    """The rows that are one benchmark's score: ``task == benchmark`` (a single task, or a top-level group's
+    aggregate), not a group's leaf. Every row of a frame without benchmarks (one written before they existed)."""
+    if "benchmark" not in scores.columns:
+        return pd.Series(True, index=scores.index)
+    return scores.benchmark.isna() | (scores.benchmark == scores.task)
+
+
 def cell_averages(scores: pd.DataFrame) -> pd.DataFrame:
-    """avg(cell) = unweighted mean of the primary metric over the cell's tasks, one row per plan cell."""
-    grouped = scores.groupby(CELL_KEY, sort=False)
+    """avg(cell) = unweighted mean of the primary metric over the cell's benchmarks, one row per plan cell;
+    ``tasks`` lists every task row (leaves included), so a cell missing a group's leaf differs from the base.
+
+    A group's leaf rows are masked to NaN, which the mean skips: without groups the float operations are
+    exactly those of a mean over every row."""
+    grouped = scores.assign(score=scores.score.where(is_benchmark(scores))).groupby(CELL_KEY, sort=False)
     out = grouped["score"].mean().rename("avg").reset_index()
     tasks = grouped["task"].agg(lambda t: "\n".join(sorted(t))).rename("tasks").reset_index(drop=True)
     return out.assign(tasks=tasks.values)
@@ -261,8 +275,10 @@ def _reference_row(base: str, k: int, kind: str, gains: list[float], sweep_seed:
 
 
 def task_gains(scores: pd.DataFrame, per_subset: pd.DataFrame) -> pd.DataFrame:
-    """Per (base, method, params, k, task): mean over counted subsets of score(merge) - score(base)."""
+    """Per (base, method, params, k, task): mean over counted subsets of score(merge) - score(base), one ``task``
+    per benchmark (a group's own score, not its leaves: those stay in ``scores.parquet``)."""
     counted = per_subset[per_subset.counted][CELL_KEY]
+    scores = scores[is_benchmark(scores)]
     merged = scores.merge(counted, on=CELL_KEY)
     base_scores = scores[scores.method == BASE][["base", "task", "score"]].rename(columns={"score": "base_score"})
     merged = merged.merge(base_scores, on=["base", "task"])

@@ -16,7 +16,10 @@ Columns of ``scores.parquet``:
 - ``k``: number of checkpoints (0 base, 1 single).
 - ``subset_id``: index of the subset among the (base, k) draws; for singles, the checkpoint's index.
 - ``checkpoints``: JSON list of the checkpoint labels in the cell (``[]`` for the base).
-- ``task``: the lm-eval task name as lm-eval reports it.
+- ``task``: the lm-eval task name as lm-eval reports it (a leaf task, or a top-level group's own score).
+- ``benchmark``: the entry of ``evaluation.tasks`` the row counts under: the task itself, or the top-level group
+  whose leaf it is. avg(cell) is the mean over the rows with ``task == benchmark`` (one per benchmark, a group
+  scored by lm-eval's own aggregate of its leaves); a group's leaf rows are kept for per-task reading.
 - ``metric``: the task's primary metric (``acc`` for multiple choice, ``exact_match`` for generation).
 - ``score``: that metric's value.
 """
@@ -41,6 +44,7 @@ SCORE_COLUMNS: dict[str, str] = {
     "subset_id": "index of the subset among the (base, k) draws; a single's checkpoint index",
     "checkpoints": "JSON list of the checkpoint labels in the cell",
     "task": "lm-eval task name",
+    "benchmark": "the evaluation.tasks entry the row counts under (the task, or its top-level group)",
     "metric": "the task's primary metric (acc, exact_match, ...)",
     "score": "the primary metric's value",
 }
@@ -68,7 +72,8 @@ def scores_table(plan: Plan, records: dict[str, Record | None]) -> pd.DataFrame:
             continue
         ident = cell_row(cell)
         for task, entry in rec.scores.items():
-            rows.append({**ident, "task": task, "metric": entry["metric"], "score": float(entry["score"])})
+            rows.append({**ident, "task": task, "benchmark": entry.get("benchmark", task), "metric": entry["metric"],
+                         "score": float(entry["score"])})
     frame = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
     return frame.astype({"k": "int64", "subset_id": "int64", "score": "float64"})
 
