@@ -11,8 +11,13 @@ its value, where it came from, and whether it is **assumed** — not measured on
   per task vector; iso_c one per tensor). ``--gpu-check`` takes that SVD time from a ``bench/gpu_check.py``
   run on a GPU, which makes it measured;
 - evaluation: prompt tokens at ``prefill_tok_s`` and generated tokens at ``decode_tok_s`` (vLLM), the HF
-  backend ``hf_slowdown`` times slower. Token counts per cell: ``mc_tokens`` (15 multiple-choice tasks, limit
-  500) and ``gen_prompt_tokens`` + ``gen_tokens`` (gsm8k);
+  backend ``hf_slowdown`` times slower. The tokens per cell come from the sweep's own ``evaluation.tasks``
+  (``sweep_workload``): each lm-eval group or tag is expanded to its leaf tasks with lm-eval's TaskManager index
+  (offline: the task YAMLs installed with lm-eval, no dataset is read), each leaf scores ``min(limit, its size)``
+  documents — sizes are not read offline, so ``limit`` (flagged ASSUMED) — and its YAML's ``output_type`` says
+  what a document costs: a multiple-choice document one loglikelihood request per choice (the YAML's literal
+  choice list, else ``choices_per_doc``), ``tokens_per_request`` prompt tokens each; a generation document
+  ``gen_prompt_tokens_per_doc`` + ``gen_tokens_per_doc``;
 - vLLM, fresh engine per cell (the old way): write the merged model (``disk_gbps``) and start an engine
   (``vllm_start_s``) every cell, then score;
 - vLLM, resident engine (what the code does now, issue 17): the fresh-engine cell divided by the resident
@@ -86,17 +91,21 @@ INPUTS: dict[str, Input] = {
                        "assumption (host-to-GPU copy; on a CPU a swap took 40-80 ms for the zoo, environment.md)"),
     "resident_ratio": RESIDENT_RATIOS["smollm2"],
     "hf_load_s": Input(10.0, "copy merged weights into the resident HF model, s", "assumption"),
-    "mc_tokens": Input(15 * 500 * 4 * 150, "loglikelihood tokens per cell",
-                       "estimate: 15 MC tasks x 500 docs x ~4 choices x ~150 tokens"),
-    "gen_prompt_tokens": Input(500 * 900, "gsm8k prompt tokens per cell", "estimate: 500 docs, 5-shot, ~900 tokens"),
-    "gen_tokens": Input(500 * 256, "gsm8k generated tokens per cell", "estimate: 500 docs x max_gen_toks 256"),
+    "choices_per_doc": Input(4.0, "answer choices per multiple-choice document, where the task YAML gives no "
+                              "literal list", "assumption (the choices come from each document's data)"),
+    "tokens_per_request": Input(150.0, "prompt tokens per loglikelihood request (context + one choice)",
+                                "assumption (~150 tokens; few-shot contexts make some tasks longer)"),
+    "gen_prompt_tokens_per_doc": Input(900.0, "prompt tokens per generation document",
+                                       "assumption (5-shot, ~900 tokens, as gsm8k)"),
+    "gen_tokens_per_doc": Input(256.0, "generated tokens per generation document", "assumption (max_gen_toks 256)"),
     "prefill_tok_s": Input(10000.0, "vLLM prompt tokens/s with prompt logprobs, 8B bf16", "assumption"),
     "decode_tok_s": Input(2500.0, "vLLM batched decode tokens/s, 8B bf16", "assumption"),
     "hf_slowdown": Input(4.0, "HF backend evaluation time / vLLM's", "assumption"),
 }
 
 _MERGE = ["disk_gbps", "merge_vs_floor", "svd_s_per_matrix"]
-_EVAL = ["mc_tokens", "gen_prompt_tokens", "gen_tokens", "prefill_tok_s", "decode_tok_s"]
+_EVAL = ["choices_per_doc", "tokens_per_request", "gen_prompt_tokens_per_doc", "gen_tokens_per_doc",
+         "prefill_tok_s", "decode_tok_s"]
 COLUMN_INPUTS = {
     "merge_h": _MERGE,
     "vllm_resident_h": [*_MERGE, *_EVAL, "vllm_start_s", "resident_ratio", "swap_gbps"],
@@ -124,6 +133,148 @@ def count_cells(sweep_path: Path) -> tuple[str, Counter]:
             continue
         counts[(cell.method, cell.k)] += 1
     return sweep.bases[0].model.label, counts
+
+
+DOCS_FLAG = "docs per leaf = limit (ASSUMED: dataset sizes not read offline)"
+LOGLIKELIHOOD_TYPES = {"loglikelihood", "loglikelihood_rolling"}
+DEFAULT_OUTPUT_TYPE = "generate_until"
+"""lm-eval's ``TaskConfig.output_type`` default: a task YAML that names none generates."""
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One leaf task of a benchmark, as its lm-eval YAML describes it: what a document costs to score.
+    ``choices`` is None where the YAML has no literal choice list (then ``choices_per_doc`` is assumed)."""
+
+    name: str
+    benchmark: str
+    output_type: str
+    docs: int
+    choices: int | None
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one cell scores: the leaves of the sweep's tasks, with the requests and tokens they make."""
+
+    leaves: tuple[Leaf, ...]
+    mc_requests: float
+    mc_tokens: float
+    gen_docs: int
+    gen_prompt_tokens: float
+    gen_tokens: float
+    uses: frozenset[str]
+    """The inputs the counts rest on (``choices_per_doc`` only if some leaf needs it, the generation inputs
+    only if some leaf generates)."""
+    flags: tuple[str, ...]
+
+
+def task_index() -> dict[str, Any]:
+    """lm-eval's own index of its installed task YAMLs (name -> entry), built once per process (~15 s)."""
+    from study.evaluate import _task_index
+
+    return _task_index()
+
+
+def _kind(entry: Any) -> str:
+    return getattr(getattr(entry, "kind", None), "name", "")
+
+
+def _entry_cfg(entry: Any) -> dict[str, Any]:
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    return entry.cfg or (load_yaml(entry.yaml_path, resolve_func=False) if entry.yaml_path else {})
+
+
+def leaf_configs(name: str, index: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(leaf name, task config) of every task under ``name``, in lm-eval's order: a group's members
+    recursively (by name, or written inline), a tag's tasks (the index keeps them in the tag entry's ``tags``),
+    a task itself. Nothing is downloaded: only the index's YAML configs are read."""
+    entry = index.get(name)
+    if entry is None:
+        raise SystemExit(f"evaluation.tasks: {name!r} is not in lm-eval's task index (the cost model expands "
+                         f"lm-eval task, group and tag names only)")
+    kind = _kind(entry)
+    if kind == "TAG":
+        return [leaf for member in sorted(entry.tags) for leaf in leaf_configs(member, index)]
+    cfg = _entry_cfg(entry)
+    if kind != "GROUP":
+        return [(name, cfg)]
+    members = cfg.get("task") or []
+    out: list[tuple[str, dict[str, Any]]] = []
+    for member in members if isinstance(members, list) else [members]:
+        if isinstance(member, str):
+            out += leaf_configs(member, index)
+        elif "group" in member:
+            raise SystemExit(f"evaluation.tasks: group {name!r} has an inline subgroup; the cost model does not "
+                             f"expand those")
+        elif member["task"] in index and len(member) == 1:
+            out += leaf_configs(member["task"], index)
+        else:
+            out.append((member["task"], {**(_entry_cfg(index[member["task"]]) if member["task"] in index else {}),
+                                         **member}))
+    return out
+
+
+def literal_choices(doc_to_choice: Any) -> int | None:
+    """The number of answer choices when the YAML states them for every document: a list, or a Jinja list
+    literal of fields (``{{[sol1, sol2]}}``). A template over the document's data or a function: None."""
+    if isinstance(doc_to_choice, list):
+        return len(doc_to_choice)
+    if isinstance(doc_to_choice, str):
+        inner = doc_to_choice.strip()
+        if inner.startswith("{{") and inner.endswith("}}"):
+            inner = inner[2:-2].strip()
+            if inner.startswith("[") and inner.endswith("]") and not any(c in inner[1:-1] for c in "[]()|"):
+                return len([x for x in inner[1:-1].split(",") if x.strip()])
+    return None
+
+
+def workload(tasks: list[str], limit: int | None, index: dict[str, Any], v: dict[str, float]) -> Workload:
+    """The requests and tokens one cell scores for ``tasks`` at ``limit`` documents per leaf task.
+
+    Documents per leaf are ``min(limit, size)``; the sizes would need the datasets, which this does not read,
+    so each leaf counts ``limit`` (an upper bound, flagged ``DOCS_FLAG``)."""
+    if limit is None:
+        raise SystemExit("evaluation.limit is null: documents per leaf would be the dataset sizes, which the cost "
+                         "model does not read offline; give a limit")
+    leaves = []
+    for name in tasks:
+        for leaf, cfg in leaf_configs(name, index):
+            output_type = cfg.get("output_type", DEFAULT_OUTPUT_TYPE)
+            choices = literal_choices(cfg.get("doc_to_choice")) if output_type == "multiple_choice" else None
+            leaves.append(Leaf(leaf, name, output_type, int(limit), choices))
+    mc = [x for x in leaves if x.output_type == "multiple_choice"]
+    requests = sum(x.docs * (x.choices or v["choices_per_doc"]) for x in mc)
+    requests += sum(x.docs for x in leaves if x.output_type in LOGLIKELIHOOD_TYPES)
+    gen_docs = sum(x.docs for x in leaves if x.output_type == "generate_until")
+    uses = {"tokens_per_request"} | ({"choices_per_doc"} if any(x.choices is None for x in mc) else set())
+    if gen_docs:
+        uses |= {"gen_prompt_tokens_per_doc", "gen_tokens_per_doc"}
+    return Workload(tuple(leaves), requests, requests * v["tokens_per_request"], gen_docs,
+                    gen_docs * v["gen_prompt_tokens_per_doc"], gen_docs * v["gen_tokens_per_doc"],
+                    frozenset(uses), (DOCS_FLAG,))
+
+
+def sweep_workload(sweep_path: Path, index: dict[str, Any], v: dict[str, float]) -> Workload:
+    from study.config import load_sweep
+
+    spec = load_sweep(sweep_path).evaluation
+    return workload(list(spec.tasks), spec.limit, index, v)
+
+
+def workload_summary(w: Workload) -> dict[str, Any]:
+    """The JSON/printed form of a workload: leaves per benchmark, documents, requests, tokens, what is assumed."""
+    per_bench = Counter(x.benchmark for x in w.leaves)
+    expanded = {x.benchmark for x in w.leaves if x.name != x.benchmark}
+    assumed = [x.name for x in w.leaves if x.output_type == "multiple_choice" and x.choices is None]
+    return {"benchmarks": len(per_bench), "leaves": len(w.leaves),
+            "groups": {b: n for b, n in per_bench.items() if b in expanded},
+            "output_types": dict(Counter(x.output_type for x in w.leaves)),
+            "docs": sum(x.docs for x in w.leaves), "mc_requests": w.mc_requests, "mc_tokens": w.mc_tokens,
+            "gen_docs": w.gen_docs, "gen_prompt_tokens": w.gen_prompt_tokens, "gen_tokens": w.gen_tokens,
+            "choices_from_yaml_leaves": sum(x.choices is not None for x in w.leaves),
+            "choices_assumed_leaves": assumed, "uses": sorted(w.uses), "flags": list(w.flags)}
 
 
 def resident_seconds(fresh_s: float, floor_s: float, ratio: float) -> tuple[float, bool]:
@@ -157,9 +308,10 @@ def cell_seconds(method: str, k: int, params: float, matrices: int, v: dict[str,
     return out
 
 
-def sweep_row(name: str, model: str, counts: Counter, v: dict[str, float]) -> dict[str, Any]:
-    """GPU-hours of one sweep on one GPU (cells one after another)."""
+def sweep_row(name: str, model: str, counts: Counter, v: dict[str, float], w: Workload) -> dict[str, Any]:
+    """GPU-hours of one sweep on one GPU (cells one after another), each cell scoring workload ``w``."""
     params, matrices = MODELS.get(model, (8e9, 32 * 7))
+    v = {**v, "mc_tokens": w.mc_tokens, "gen_prompt_tokens": w.gen_prompt_tokens, "gen_tokens": w.gen_tokens}
     t: Counter = Counter()
     for (method, k), n in counts.items():
         s = cell_seconds(method, k, params, matrices, v)
@@ -208,8 +360,9 @@ def resolve_inputs(args: argparse.Namespace, given: set[str]) -> dict[str, Input
     return inputs
 
 
-def assumed_by_column(inputs: dict[str, Input]) -> dict[str, list[str]]:
-    return {col: [n for n in names if inputs[n].assumed] for col, names in COLUMN_INPUTS.items()}
+def assumed_by_column(inputs: dict[str, Input], unused: frozenset[str] = frozenset()) -> dict[str, list[str]]:
+    """Per column, the assumed inputs it rests on (``unused``: inputs no sweep's workload needed)."""
+    return {col: [n for n in names if inputs[n].assumed and n not in unused] for col, names in COLUMN_INPUTS.items()}
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, set[str]]:
@@ -228,28 +381,50 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, set[s
     return args, given
 
 
-def estimate(args: argparse.Namespace, given: set[str]) -> dict[str, Any]:
+def estimate(args: argparse.Namespace, given: set[str], index: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Rows and totals for ``args.sweeps``; ``index``: lm-eval's task index (``task_index()`` unless given)."""
     inputs = resolve_inputs(args, given)
     values = {n: i.value for n, i in inputs.items()}
-    rows = []
+    index = task_index() if index is None else index
+    rows, workloads = [], {}
     for path in args.sweeps:
         model, counts = count_cells(Path(path))
-        rows.append(sweep_row(Path(path).stem, model, counts, values))
+        w = sweep_workload(Path(path), index, values)
+        workloads[Path(path).stem] = workload_summary(w)
+        rows.append(sweep_row(Path(path).stem, model, counts, values, w))
+    workload_inputs = {"choices_per_doc", "tokens_per_request", "gen_prompt_tokens_per_doc", "gen_tokens_per_doc"}
+    used = set().union(*(set(s["uses"]) for s in workloads.values()))
+    unused = frozenset(workload_inputs - used)
     keys = [k for k in rows[0] if k not in ("sweep", "model")] if rows else []
     total = {k: round(sum(r[k] for r in rows), 1) for k in keys}
     return {"bench": "cost_model", "rows": rows, "total": total,
-            "inputs": {n: {"value": i.value, "assumed": i.assumed, "source": i.source} for n, i in inputs.items()},
-            "assumed_inputs_by_column": assumed_by_column(inputs)}
+            "workload": workloads,
+            "inputs": {n: {"value": i.value, "assumed": i.assumed, "source": i.source, "used": n not in unused}
+                       for n, i in inputs.items()},
+            "assumed_inputs_by_column": assumed_by_column(inputs, unused)}
 
 
 def print_tables(result: dict[str, Any]) -> None:
     inputs, cols = result["inputs"], result["assumed_inputs_by_column"]
-    n_assumed = sum(i["assumed"] for i in inputs.values())
-    print(f"ESTIMATE: exact cell counts x per-cell costs; {n_assumed} of {len(inputs)} inputs are ASSUMED "
-          f"(not measured on a GPU by this project).")
-    print(f"\n{'input':18} {'value':>10}  {'status':9} source")
+    used = {n: i for n, i in inputs.items() if i["used"]}
+    n_assumed = sum(i["assumed"] for i in used.values())
+    print(f"ESTIMATE: exact cell counts x per-cell costs; {n_assumed} of the {len(used)} inputs used are ASSUMED "
+          f"(not measured on a GPU by this project); documents per leaf task are ASSUMED = limit.")
+    print(f"\n{'input':25} {'value':>10}  {'status':9} source")
     for name, i in inputs.items():
-        print(f"{name:18} {i['value']:>10g}  {'ASSUMED' if i['assumed'] else 'measured':9} {i['source']}")
+        status = ("ASSUMED" if i["assumed"] else "measured") if i["used"] else "unused"
+        print(f"{name:25} {i['value']:>10g}  {status:9} {i['source']}")
+    print("\nscoring workload per cell (the sweep's evaluation.tasks, expanded with lm-eval's task index):")
+    for sweep, w in result["workload"].items():
+        groups = ", ".join(f"{b} {n}" for b, n in w["groups"].items())
+        types = ", ".join(f"{t} {n}" for t, n in w["output_types"].items())
+        print(f"  {sweep}: {w['benchmarks']} benchmarks -> {w['leaves']} leaf tasks ({groups}); {types}; "
+              f"{w['docs']} docs; {w['mc_requests']:.0f} loglikelihood requests ({w['mc_tokens'] / 1e6:.2f}M "
+              f"tokens); {w['gen_docs']} generation docs")
+        print(f"    choices per doc from the YAML for {w['choices_from_yaml_leaves']} leaves, ASSUMED "
+              f"(choices_per_doc) for {len(w['choices_assumed_leaves'])}: {', '.join(w['choices_assumed_leaves'])}")
+        for flag in w["flags"]:
+            print(f"    {flag}")
     print(f"\n{'sweep':14} {'cells':>6} {'merge h':>8} {'vLLM resident GPU-h':>20} {'(eval':>7} {'floor cells)':>13} "
           f"{'vLLM fresh GPU-h':>17} {'(load)':>7} {'HF GPU-h':>9}")
     for r in result["rows"] + [{"sweep": "total", **result["total"]}]:

@@ -1,11 +1,14 @@
-"""bench/cost_model.py: the resident-engine rule, the assumed/measured flags, and a GPU check's measured input."""
+"""bench/cost_model.py: the resident-engine rule, the assumed/measured flags, a GPU check's measured input, and the
+scoring workload derived from a sweep's tasks (groups and tags expanded to their leaves by lm-eval's own index)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import sys
+import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,8 +25,38 @@ def cm():
     sys.modules.pop("cost_model", None)
 
 
+TINY_TASKS = {
+    # a group of three leaves: a literal choice list, a Jinja list literal, a template over the document's data
+    "_tiny_group.yaml": """
+        group: tiny_group
+        task: [tiny_a, tiny_b, tiny_c]
+        aggregate_metric_list: [{metric: acc, weight_by_size: true}]
+    """,
+    "tiny_a.yaml": "task: tiny_a\ndataset_path: x\noutput_type: multiple_choice\ndoc_to_choice: [A, B, C, D, E]\n",
+    "tiny_b.yaml": "task: tiny_b\ndataset_path: x\noutput_type: multiple_choice\ndoc_to_choice: '{{[sol1, sol2]}}'\n",
+    "tiny_c.yaml": "task: tiny_c\ndataset_path: x\noutput_type: multiple_choice\ndoc_to_choice: '{{choices.text}}'\n",
+    # a tag of two leaves (as headqa), and a task without output_type (lm-eval's default: it generates)
+    "tiny_t1.yaml": "task: tiny_t1\ntag: tiny_tag\ndataset_path: x\noutput_type: loglikelihood\n",
+    "tiny_t2.yaml": "task: tiny_t2\ntag: tiny_tag\ndataset_path: x\noutput_type: loglikelihood\n",
+    "tiny_gen.yaml": "task: tiny_gen\ndataset_path: x\n",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_index(tmp_path_factory):
+    """lm-eval's own index (TaskManager) of a few task YAMLs, without its built-in tasks: fast and offline."""
+    from lm_eval.tasks import TaskManager
+
+    root = tmp_path_factory.mktemp("tiny_tasks")
+    for name, text in TINY_TASKS.items():
+        (root / name).write_text(textwrap.dedent(text))
+    return dict(TaskManager(include_defaults=False, include_path=str(root)).task_index)
+
+
 def _values(cm, **over):
-    return {**{n: i.value for n, i in cm.INPUTS.items()}, **over}
+    """Input values plus one cell's workload tokens (``sweep_row`` adds them from the sweep's tasks)."""
+    cell = {"mc_tokens": 4.5e6, "gen_prompt_tokens": 4.5e5, "gen_tokens": 1.28e5}
+    return {**{n: i.value for n, i in cm.INPUTS.items()}, **cell, **over}
 
 
 def _gpu_check_json(tmp_path, device="cuda:0", shapes=None):
@@ -90,13 +123,82 @@ def test_gpu_check_from_a_cpu_run_or_without_the_shape_is_refused(cm, tmp_path):
     assert transposed["svd_s_per_matrix"].value == 0.7
 
 
-def test_json_output_flags_assumed_inputs(cm, capsys):
+def test_json_output_flags_assumed_inputs(cm, capsys, monkeypatch):
+    mc = SimpleNamespace(kind=SimpleNamespace(name="TASK"), yaml_path=None, tags=set(),
+                         cfg={"output_type": "multiple_choice", "doc_to_choice": "{{choices}}"})
+    monkeypatch.setattr(cm, "task_index", lambda: _AnyName(mc))
     cm.main(["--sweeps", str(REPO / "sweeps" / "paper" / "llama3.2-3b.yaml"), "--resident-ratio-model", "zoo",
              "--json"])
     out = json.loads(capsys.readouterr().out)
     total = out["total"]
     assert total["cells"] > 0
     assert total["vllm_eval_h"] < total["vllm_resident_h"] <= total["vllm_fresh_h"] < total["hf_h"]
-    assert out["inputs"]["resident_ratio"] == {"value": 35.35, "assumed": True,
+    assert out["inputs"]["resident_ratio"] == {"value": 35.35, "assumed": True, "used": True,
                                                "source": cm.RESIDENT_RATIOS["zoo"].source}
     assert "resident_ratio" in out["assumed_inputs_by_column"]["vllm_resident_h"]
+    w = out["workload"]["llama3.2-3b"]
+    assert (w["leaves"], w["docs"], w["gen_docs"]) == (16, 16 * 500, 0)
+    assert w["mc_requests"] == 16 * 500 * cm.INPUTS["choices_per_doc"].value
+    assert cm.DOCS_FLAG in w["flags"]
+    assert out["inputs"]["gen_tokens_per_doc"]["used"] is False  # no generation task
+    assert "gen_tokens_per_doc" not in out["assumed_inputs_by_column"]["vllm_resident_h"]
+    assert "choices_per_doc" in out["assumed_inputs_by_column"]["vllm_resident_h"]
+
+
+class _AnyName(dict):
+    """An index in which every name is the same task entry."""
+
+    def __init__(self, entry):
+        super().__init__()
+        self.entry = entry
+
+    def get(self, name, default=None):
+        return self.entry
+
+    def __contains__(self, name):
+        return True
+
+    def __getitem__(self, name):
+        return self.entry
+
+
+def test_a_group_and_a_tag_count_their_leaves(cm, tiny_index):
+    v = _values(cm, choices_per_doc=3.0, tokens_per_request=100.0)
+    w = cm.workload(["tiny_group", "tiny_tag", "tiny_gen"], 7, tiny_index, v)
+    assert [(x.name, x.benchmark) for x in w.leaves] == [
+        ("tiny_a", "tiny_group"), ("tiny_b", "tiny_group"), ("tiny_c", "tiny_group"),
+        ("tiny_t1", "tiny_tag"), ("tiny_t2", "tiny_tag"), ("tiny_gen", "tiny_gen")]
+    assert [x.choices for x in w.leaves[:3]] == [5, 2, None]  # read from the YAML where it is literal
+    assert all(x.docs == 7 for x in w.leaves) and cm.DOCS_FLAG in w.flags
+    assert w.mc_requests == 7 * (5 + 2 + 3) + 7 * 2  # docs x choices (assumed 3 for tiny_c) + loglikelihood docs
+    assert w.mc_tokens == w.mc_requests * 100
+    assert (w.gen_docs, w.gen_tokens) == (7, 7 * v["gen_tokens_per_doc"])
+    summary = cm.workload_summary(w)
+    assert (summary["benchmarks"], summary["leaves"]) == (3, 6)
+    assert summary["groups"] == {"tiny_group": 3, "tiny_tag": 2}
+    assert summary["choices_assumed_leaves"] == ["tiny_c"]
+    # no generation leaf and no unreadable choice list: those inputs are not rested on
+    assert cm.workload(["tiny_a", "tiny_t1"], 7, tiny_index, v).uses == {"tokens_per_request"}
+
+
+def test_workload_refuses_what_it_cannot_count_offline(cm, tiny_index):
+    with pytest.raises(SystemExit, match="not in lm-eval's task index"):
+        cm.workload(["no_such_task"], 10, tiny_index, _values(cm))
+    with pytest.raises(SystemExit, match="limit is null"):
+        cm.workload(["tiny_a"], None, tiny_index, _values(cm))
+
+
+def test_literal_choices(cm):
+    assert cm.literal_choices(["no", "yes"]) == 2
+    assert cm.literal_choices("{{[A, B, C, D]}}") == 4
+    assert cm.literal_choices("{{choices.text}}") is None
+    assert cm.literal_choices("{{answers|map(attribute='atext')|list}}") is None
+    assert cm.literal_choices("/path/utils.doc_to_choice") is None
+
+
+@pytest.mark.slow
+def test_paper_sweep_expands_with_the_installed_lm_eval(cm):
+    w = cm.sweep_workload(REPO / "sweeps" / "paper" / "llama3.2-3b.yaml", cm.task_index(), _values(cm))
+    summary = cm.workload_summary(w)
+    assert summary["groups"] == {"headqa": 2, "leaderboard_bbh": 24, "leaderboard_gpqa": 3, "mmlu": 57}
+    assert (summary["benchmarks"], summary["leaves"], summary["gen_docs"]) == (16, 98, 0)
