@@ -1,4 +1,4 @@
-"""The L2S relative length (a mean of per-task ratios) and the greyscale-safe figure styles."""
+"""The L2S relative length (a mean of per-task ratios) and the figure styles' unique markers."""
 
 from __future__ import annotations
 
@@ -40,14 +40,16 @@ def test_cell_statistics_and_truncation_at_max_gen_toks():
     assert g["p90_tokens"] == pytest.approx(7.6)
 
 
-def test_every_merge_series_has_a_unique_marker_and_line_style_and_never_the_reference_dash():
+def test_every_merge_series_has_a_unique_marker_and_colour_line_style_pair_and_never_the_reference_dash():
+    """Line styles say the family now (tests/test_figures.py checks them); within 10 series every marker and
+    every (colour, line style) pair is still unique."""
     keys = [series_key(m, json.dumps({"lambda": i})) for i, m in enumerate(
         ["task_arithmetic", "ties", "model_stock", "tsv_merge", "iso_c", "subspace_boosting", "dare_ties",
          "breadcrumbs", "linear", "slerp"])]
     styles = series_styles(keys + [series_key("ensemble", "{}")])
     merges = [styles[k] for k in keys]
     assert len({s.marker for s in merges}) == len(keys)
-    assert len({str(s.linestyle) for s in merges}) == len(keys)
+    assert len({(s.color, str(s.linestyle)) for s in merges}) == len(keys)
     assert all(s.linestyle != DASHED for s in merges)
     assert styles[series_key("ensemble", "{}")] == ENSEMBLE_STYLE and ENSEMBLE_STYLE.linestyle == DASHED
     assert series_styles(list(reversed(keys))) == series_styles(keys)  # same look whatever the order

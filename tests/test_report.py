@@ -36,7 +36,7 @@ def test_report_md_has_every_section_and_only_existing_figures(fake_report):
     assert "RuntimeError: boom" in md and "fake: ties is not run at k = 3" in md
     assert "sweep hash" in md and "60 responses, 0 mismatch" in md
     html = (out / "report.html").read_text()
-    assert "<table>" in html and '<img alt="gain_curves" src="figures/gain_curves.png">' in html
+    assert '<table class="sortable">' in html and '<img alt="gain_curves" src="figures/gain_curves.png">' in html
 
 
 def test_scores_parquet_contract(fake_report):

@@ -267,7 +267,7 @@ def test_report_tables_show_the_form(built_zoo, tmp_path):
     write_report(ctx, store, tmp_path / "report", check_tokens=False)
     report = (tmp_path / "report" / "report.md").read_text()
     assert '| {"density": [0.5, {"gradient": [0.9, 0.4]}]} |' in report  # the design's grid as written
-    assert "| zoo | ties (density={'gradient': [0.9, 0.4]}) | 2 |" in report  # each series table's row
+    assert "| zoo | ties (density=grad[0.9→0.4]) | 2 |" in report  # each series table's row
     assert "| zoo | ties (density=0.5) | 2 |" in report
     import pandas as pd
 

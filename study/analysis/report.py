@@ -11,7 +11,7 @@ report.md's "Table contracts"):
 - ``findings.csv``: the (series, k, measure) whose 95% interval excludes 0 (``study.analysis.findings``);
 - ``paired.csv``: every pair of series on their shared subsets, with Holm-corrected p-values
   (``study.analysis.paired``);
-- ``figures/*.png|pdf``: the seven figures (``FIGURES``); ``report.md`` and ``report.html``;
+- ``figures/*.png|pdf|svg``: the seven figures (``FIGURES``); ``report.md`` and ``report.html``;
 - ``provenance.json``: the commit, sweep hash and zoo digest the report was made with.
 
 A store with no merge cells yet (only the base and singles) still gets a report: coverage, the base and the
@@ -50,7 +50,7 @@ FIGURES = [("gain_curves", "Figure 1. Gain over the base against k (mean and 95%
            ("length_curves", "Figure 5. Mean tokens per response (mean over generation tasks) against k."),
            ("normalised_curves", "Figure 6. Normalised score: the merge's score on each merged expert's own task "
             "divided by that expert's, averaged over the subset's experts (mean and 95% interval over subsets). "
-            "Solid grey at 1: the experts themselves; dashed red: the base returned unchanged."),
+            "Dashed dark grey at 1: the experts themselves; dashed red: the base returned unchanged."),
            ("paired_matrix", "Figure 7. Paired differences between series on the subsets both merged: mean "
             "avg(row) - avg(column), red where the row scores higher; * marks a difference whose Holm-adjusted "
             "p-value (within the panel) is below 0.05 (`paired.csv`). n: shared subsets.")]
@@ -133,8 +133,12 @@ def write_report(ctx: Any, store: Any, out_dir: str | Path, *, check_tokens: boo
     md = _markdown(ctx, outcomes, summary, reference, gains, lengths, longest, labels, figures,
                    coverage_md, token_note, prov, findings_section(findings, labels),
                    support_section(summary, reference, paired, findings, labels))
+    from study.analysis.diagnostics_figures import add_diagnostics  # diagnostics.csv, its figures and section
+
+    md, diagnostics_paths = add_diagnostics(md, ctx, records, per_subset, labels, out)
+    written += diagnostics_paths
     (out / "report.md").write_text(md)
-    (out / "report.html").write_text(to_html(md, f"{sweep.name}: merging study"))
+    (out / "report.html").write_text(to_html(md, f"{sweep.name}: merging study", out))
     (out / PROVENANCE_FILE).write_text(json.dumps({"commit": commit, "sweep_hash": plan.sweep_hash, "zoo": ctx.zoo},
                                                   indent=1) + "\n")
     return written + [out / "report.md", out / "report.html", out / PROVENANCE_FILE]
@@ -160,9 +164,11 @@ def _markdown(ctx: Any, outcomes: pd.DataFrame, summary: pd.DataFrame,
              "## Figures", *([small_n_note(summary, short=True)] if small_n_note(summary) else [])]
     for stem, caption in FIGURES:
         if stem in figures:
-            parts.append(f"![{stem}](figures/{stem}.png)\n\n{caption} (PDF: `figures/{stem}.pdf`)")
+            parts.append(f"![{stem}](figures/{stem}.png)\n\n{caption} (PDF: `figures/{stem}.pdf`, SVG: "
+                         f"`figures/{stem}.svg`)")
         else:
-            parts.append(f"{caption.split('.')[0]}: no data yet.")
+            parts.append(f"{caption.split('.')[0]}: " + ("no generated responses stored (see Response lengths)."
+                                                          if stem == "length_curves" else "no data yet."))
     shown = summary.drop(columns=[c for c in summary.columns if c.endswith(("_ci_low", "_ci_high"))
                                   and c.startswith(("p_beat", "normalised"))])
     parts.append(f"## Summary per (base, method, k)\n\nMeans over counted subsets; intervals are seeded 95% "
@@ -179,7 +185,11 @@ def _markdown(ctx: Any, outcomes: pd.DataFrame, summary: pd.DataFrame,
     named = ", ".join(f"{b}: `{c}`" for b, c in longest.items() if c) or "none"
     parts.append(f"## Response lengths (generation tasks)\n\nTokens under the base's tokenizer; relative lengths "
                  f"are the mean over tasks of per-task ratios minus one. Longest-answering single checkpoint: "
-                 f"{named}. {token_note}\n\n{md_table(sections.lengths_view(lengths, labels), digits=3)}")
+                 f"{named}. {token_note}\n\n{md_table(sections.lengths_view(lengths, labels), digits=3)}"
+                 if not lengths.empty else
+                 "## Response lengths (generation tasks)\n\nNothing to show: no generated response is stored, because "
+                 "no task of this sweep generates text (all multiple choice, as the paper's 16 benchmarks are) or "
+                 "none of its generation tasks has been scored yet.")
     parts.append(sections.failures(outcomes))
     prov = pd.DataFrame(prov_rows, columns=["item", "value"])
     parts.append(f"## Provenance\n\n{md_table(prov)}")
