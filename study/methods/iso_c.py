@@ -26,7 +26,12 @@ def iso_c_delta(deltas: list[Tensor]) -> Tensor:
     reference="Marczak et al. 2025, No Task Left Behind: Isotropic Model Merging with Common and "
     "Task-Specific Subspaces, https://arxiv.org/abs/2502.04959",
     version=1,
-    ranges={"alpha_applies": {"help": ALPHA_APPLIES_HELP}},
+    ranges={"alpha": {"help": "scale of the merged task vector added to the base (the study fork's lambda; "
+                                "see alpha_applies)"},
+            "alpha_applies": {"help": ALPHA_APPLIES_HELP}},
+    mergekit_note="Not in mergekit 0.1.5. Reference: danielm1405/iso-merging d34010a (written for CLIP) with the "
+    "study fork's LLM scope (kaganhitit11/mergekit, mergekit PR #639), matched to float32 precision; "
+    "alpha_applies: false is the fork before 903c139, where lambda had no effect.",
 )
 def iso_c(
     base: Tensor, tensors: list[Tensor], *, alpha: float = 1.0, alpha_applies: bool = True,

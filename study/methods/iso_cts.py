@@ -55,7 +55,15 @@ def iso_cts_delta(deltas: list[Tensor], fraction: float) -> Tensor:
     reference="Marczak et al. 2025, No Task Left Behind: Isotropic Model Merging with Common and "
     "Task-Specific Subspaces, https://arxiv.org/abs/2502.04959",
     version=1,
-    ranges={"common_space_fraction": {"low": 0.0, "high": 1.0}},
+    ranges={
+        "alpha": {"help": "scale of the merged task vector added to the base"},
+        "common_space_fraction": {"low": 0.0, "high": 1.0,
+                                  "help": "share f of the rank bound r given to the common subspace: k0 = "
+                                          "floor(r*f), then rounded so each task gets an equal share of the rest"},
+    },
+    mergekit_note="Not in mergekit 0.1.5, nor one of the study fork's methods. Reference: danielm1405/iso-merging "
+    "d34010a (iso_cts), matched to float32 precision, with the study's LLM scope and one guard the original "
+    "lacks: the task share is rounded down when rounding up would leave the common subspace a negative size.",
 )
 def iso_cts(
     base: Tensor,

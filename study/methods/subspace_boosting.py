@@ -50,8 +50,15 @@ BOOST_ORDER_HELP = (
         "beta": {"low": 0.0, "high": 1.0, "help": "cumulative share of the singular values at which the clamp "
                  "value is read (the authors' svd_thresh, with cumsum)"},
         "boost_order": {"help": BOOST_ORDER_HELP},
+        "base_method": {"help": "how the merged task vector is formed before boosting: task_arithmetic = "
+                                "sum(w_i*tau_i); ties = TIES' disjoint merge (with density, trim_scope, normalize)"},
+        "lambda": {"help": "scale of the boosted merged task vector added to the base"},
+        "weight": {"help": "per-model weight w_i of model i's task vector in the base method"},
     },
     prepass=boosting_prepass,
+    mergekit_note="Not in mergekit 0.1.5. Reference: the study fork (kaganhitit11/mergekit 3f031f3, and mergekit "
+    "PR #639 at 903c139, subspace_helpers.py), matched to float32 precision: boost_order after_normalize is "
+    "3f031f3's order, before_normalize 903c139's. Its ties step is our ties (see that method's note).",
 )
 def subspace_boosting(
     base: Tensor,

@@ -44,7 +44,12 @@ def tsv_delta(deltas: list[Tensor]) -> Tensor:
     reference="Gargiulo et al. 2025, Task Singular Vectors: Reducing Task Interference in Model Merging, "
     "https://arxiv.org/abs/2412.00081",
     version=1,
-    ranges={"alpha_applies": {"help": ALPHA_APPLIES_HELP}},
+    ranges={"alpha": {"help": "scale of the merged task vector added to the base (the study fork's lambda; "
+                                "see alpha_applies)"},
+            "alpha_applies": {"help": ALPHA_APPLIES_HELP}},
+    mergekit_note="Not in mergekit 0.1.5. Reference: the authors' code (AntoAndGar/task_singular_vectors "
+    "a6c9718) and the study fork (kaganhitit11/mergekit, mergekit PR #639), matched to float32 precision; "
+    "alpha_applies: false is the fork before 903c139, where lambda had no effect.",
 )
 def tsv_merge(
     base: Tensor, tensors: list[Tensor], *, alpha: float = 1.0, alpha_applies: bool = True,
