@@ -30,6 +30,9 @@ class MergeInputs:
     checkpoints: list[TensorSource]
     device: str
     vocab_mismatch: str = "refuse"
+    statistics_dir: Path | None = None
+    """Where data-dependent statistics are cached (``study.statistics``; None: the user cache); a sweep sets
+    its store's ``statistics/``."""
 
     def tensor_names(self) -> list[str]:
         return self.base.names()
@@ -115,11 +118,13 @@ def iter_merge(
     params: dict[str, Any],
     *,
     progress: Callable[[str], None] | None = None,
+    observe: Callable[[str, Any, list[Any], Any], None] | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """Yield ``(name, merged tensor)`` for every tensor of the base, in the base's dtype, on the CPU.
 
     ``params`` are already resolved (defaults filled, ``1/k`` replaced); non-float tensors (integer buffers)
-    are copied from the base.
+    are copied from the base. ``observe(name, base, inputs, merged)`` sees every float tensor as read (stored
+    dtype, CPU) next to the merged one as yielded, in this same pass (``study.diagnostics``).
     """
     import torch
 
@@ -128,11 +133,19 @@ def iter_merge(
     tune_for_streaming()
     info = method if isinstance(method, MethodInfo) else get_method(method)
     info.check_k(len(inputs.checkpoints))
+    requests = info.statistics(params) if info.statistics is not None else None  # before per-tensor binding
+    from study.methods.tensor_params import bind_tensor_params  # per-tensor values (gradients, filters), if any
+
+    info, params = bind_tensor_params(info, params, Path(inputs.base.path), len(inputs.checkpoints))
     if info.whole_model is not None:
-        yield from _iter_whole_model(inputs, info, params, progress)
+        yield from _iter_whole_model(inputs, info, params, progress, observe)
         return
     kwargs = info.call_kwargs(params)
     context = info.prepass(inputs, params) if info.prepass is not None else None
+    if requests:
+        from study.statistics import gather
+
+        context = {**(context or {}), "statistics": gather(inputs, requests, inputs.statistics_dir)}
     pass_name = _accepts(info.fn, "tensor_name")
     pass_context = _accepts(info.fn, "context")
     blockwise = info.elementwise and inputs.device == "cpu"
@@ -151,13 +164,21 @@ def iter_merge(
         base, tensors = raw
         if blockwise:
             paths = [inputs.base.path, *(c.path for c in inputs.checkpoints)]
-            yield name, _merge_in_blocks(info, base, tensors, getattr(torch, dtype), {**kwargs, **extra}, name, paths)
+            merged = _merge_in_blocks(info, base, tensors, getattr(torch, dtype), {**kwargs, **extra}, name, paths)
+            yield name, _observed(observe, name, raw, merged)
             continue
         base, tensors = base.to(inputs.device, torch.float32), [t.to(inputs.device, torch.float32) for t in tensors]
         merged = info.fn(base if info.needs_base else None, tensors, **kwargs, **extra)
         if tuple(merged.shape) != tuple(base.shape):
             raise MergeInputError(f"method {info.name} returned shape {tuple(merged.shape)} for {name}, expected {tuple(base.shape)}")
-        yield name, merged.to("cpu", getattr(torch, dtype)).contiguous()
+        yield name, _observed(observe, name, raw, merged.to("cpu", getattr(torch, dtype)).contiguous())
+
+
+def _observed(observe: Callable[[str, Any, list[Any], Any], None] | None, name: str, raw: Any, merged: Any) -> Any:
+    """``merged``, after showing it to ``observe`` with the raw ``(base, inputs)`` it was merged from."""
+    if observe is not None:
+        observe(name, raw[0], raw[1], merged)
+    return merged
 
 
 def _read_in_order(inputs: MergeInputs, check_finite: bool = True) -> Iterator[tuple[str, Any]]:
@@ -203,11 +224,13 @@ def _merge_in_blocks(
 
 
 def _iter_whole_model(
-    inputs: MergeInputs, info: MethodInfo, params: dict[str, Any], progress: Callable[[str], None] | None
+    inputs: MergeInputs, info: MethodInfo, params: dict[str, Any], progress: Callable[[str], None] | None,
+    observe: Callable[[str, Any, list[Any], Any], None] | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """A whole-model adapter (mergekit, PEFT) writes the merge to a temporary directory; stream it back.
 
-    Tensors come out in the base's names, shapes and dtypes, like a native merge's.
+    Tensors come out in the base's names, shapes and dtypes, like a native merge's. ``observe`` gets the inputs
+    as memory maps (``load_raw`` unchecked: the adapter read them), so it reads only the pages it samples.
     """
     import tempfile
 
@@ -234,7 +257,9 @@ def _iter_whole_model(
                 raise MergeInputError(
                     f"method {info.name} returned shape {tuple(tensor.shape)} for {name}, expected {inputs.base.shape(name)}"
                 )
-            yield name, tensor.to("cpu", getattr(torch, dtype)).contiguous()
+            out_tensor = tensor.to("cpu", getattr(torch, dtype)).contiguous()
+            raw = inputs.load_raw(name, check_finite=False) if observe is not None else None
+            yield name, _observed(observe, name, raw, out_tensor)
         merged.close()
 
 

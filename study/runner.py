@@ -87,8 +87,9 @@ class CellRunner:
         src = self.source(self.ctx.models[label].path, self.source(self.ctx.base_model(cell.base).path))
         return _finite({n: src.get(n) for n in src.names()}, src.path)
 
-    def weights(self, cell: Cell) -> dict[str, Any]:
-        """The state dict a cell evaluates: the base, one checkpoint, or a merge (streamed, in memory)."""
+    def weights(self, cell: Cell, observe: Any = None) -> dict[str, Any]:
+        """The state dict a cell evaluates: the base, one checkpoint, or a merge (streamed, in memory; ``observe``
+        sees each merged tensor with its inputs, ``study.merge.iter_merge``)."""
         from study.merge import merge_state_dict, open_inputs
         from study.methods.registry import get_method
 
@@ -103,15 +104,41 @@ class CellRunner:
         params = info.resolve_params(cell.resolved_params, n_models=len(ckpts))
         inputs = open_inputs(base.path, ckpts, device=self.ctx.device, vocab_mismatch=self.ctx.sweep.merge.vocab_mismatch,
                              opener=self.source)
-        return merge_state_dict(inputs, info, params)
+        if self.store is not None:  # data-dependent statistics: computed once per sweep, beside its records
+            inputs.statistics_dir = self.store.root / "statistics"
+        return merge_state_dict(inputs, info, params, observe=observe)
 
-    def compute(self, cell: Cell) -> tuple[Record, list[dict[str, Any]] | None]:
-        """Merge and evaluate one cell; returns its record and samples. Never raises for a cell's own failure."""
+    def diagnostics(self, cell: Cell) -> Any:
+        """An accumulator of the merge's interference diagnostics (``study.diagnostics``), or None: not a merge
+        cell, or ``diagnostics: false`` in the sweep. They never change a score, so they are not in the cell key."""
+        if cell.kind != "merge" or not self.ctx.sweep.diagnostics:
+            return None
+        from study.diagnostics import DiagnosticsAccumulator
+
+        return DiagnosticsAccumulator(len(cell.checkpoints))
+
+    def merge_provenance(self, cell: Cell) -> dict[str, Any]:
+        """What a merge cell's record keeps so that ``merge-study export`` re-materialises the same tensors:
+        the device it merged on (not in the cell key, but floating-point results may differ between devices),
+        the vocabulary rule, the method's version and the identity of every input."""
+        if cell.kind != "merge":
+            return {}
+        from study.methods.registry import get_method
+
+        base = next(b for b in self.ctx.sweep.bases if b.name == cell.base).model.label
+        return {"device": self.ctx.device, "vocab_mismatch": self.ctx.sweep.merge.vocab_mismatch,
+                "method_version": get_method(cell.method).version,
+                "identities": {label: self.ctx.models[label].identity for label in (base, *cell.checkpoints)}}
+
+    def compute(self, cell: Cell) -> tuple[Record, list[dict[str, Any]] | None, dict[str, bytes] | None]:
+        """Merge and evaluate one cell; returns its record, samples and lm-eval files (``study.lm_eval_files``).
+        Never raises for a cell's own failure."""
         started, worker = now(), worker_id()
         t0 = time.perf_counter()
         try:
             if cell.not_applicable:
                 raise NotApplicable(cell.not_applicable)
+            summary = None
             if cell.method == ENSEMBLE:
                 from study.ensemble import evaluate_ensemble
 
@@ -121,21 +148,31 @@ class CellRunner:
                 own = getattr(evaluator, "evaluate_ensemble", None)  # a backend that scores ensembles its own way
                 result = own(states) if own else evaluate_ensemble(evaluator, states)
             else:
-                state = self.weights(cell)
+                diagnostics = self.diagnostics(cell)
+                state = self.weights(cell, observe=diagnostics)
+                summary = diagnostics.result() if diagnostics is not None else None  # part of the merge's time
                 t1 = time.perf_counter()
                 result = self.evaluator(cell.base).evaluate(state)
             t2 = time.perf_counter()
+            files = None
+            if result.lm_eval is not None:
+                from study.lm_eval_files import render_files
+
+                files = render_files(result.lm_eval, cell, self.ctx.sweep.evaluation)
         except NotApplicable as exc:
-            return Record.new(cell, Outcome.NOT_APPLICABLE, worker=worker, started=started, reason=str(exc)), None
+            return (Record.new(cell, Outcome.NOT_APPLICABLE, worker=worker, started=started, reason=str(exc)),
+                    None, None)
         except (KeyboardInterrupt, StoreFullError):
             raise
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [""])[0]
             return Record.new(cell, Outcome.FAILED, worker=worker, started=started,
                               error=f"{type(exc).__name__}: {first}", traceback=traceback.format_exc(),
-                              timing=Timing(total_s=time.perf_counter() - t0)), None
-        return Record.new(cell, Outcome.DONE, worker=worker, started=started, scores=result.scores,
-                          backend=result.backend, timing=Timing(merge_s=t1 - t0, eval_s=t2 - t1, total_s=t2 - t0)), result.samples
+                              timing=Timing(total_s=time.perf_counter() - t0)), None, None
+        return (Record.new(cell, Outcome.DONE, worker=worker, started=started, scores=result.scores,
+                           backend=result.backend, timing=Timing(merge_s=t1 - t0, eval_s=t2 - t1, total_s=t2 - t0),
+                           merge=self.merge_provenance(cell), diagnostics=summary),
+                result.samples, files)
 
     def run_one(self, cell: Cell, *, retry_failed: bool = False) -> Outcome:
         """Compute a cell unless it is done (or failed, without ``retry_failed``) or claimed by a live worker.
@@ -154,8 +191,8 @@ class CellRunner:
             if status == Outcome.DONE or (status == Outcome.FAILED and not retry_failed):
                 return Outcome.CACHED if status == Outcome.DONE else Outcome.FAILED
             with _Heartbeat(self.store, cell.cell_id), (nullcontext() if cell.not_applicable else warm_up()):
-                record, samples = self.compute(cell)
-            self.store.put(record, samples)
+                record, samples, files = self.compute(cell)
+            self.store.put(record, samples, files)
         finally:
             self.store.release(cell.cell_id)
         return Outcome.COMPUTED if record.status == Outcome.DONE else record.status
