@@ -4,7 +4,8 @@ For each model family (the mini zoo; SmolLM2-135M variants), k and method, three
 fresh subprocess (so peak RSS is that merge's alone):
 
 - ``native``: ``study.merge.write_merged`` (stream tensors, merge, write a HF directory);
-- ``mergekit``: ``mergekit.merge.run_merge`` on the same inputs, same dtype (where mergekit has the method);
+- ``mergekit``: ``mergekit.merge.run_merge`` on the same inputs, same dtype (where mergekit has the method),
+  alternating run by run with ``native``; the largest |difference| between the two outputs is reported;
 - ``io``: the floor — read every byte of the k + 1 input checkpoints (memory-mapped, as both merges read
   them, and touched by one ``aminmax`` reduction per tensor) and write one model's worth.
 
@@ -20,6 +21,7 @@ mergekit peak). No thresholds are asserted here.
 
     python bench/merge_bench.py --quick         # zoo (5 methods, once) and SmolLM2 (TA, TIES, Model Stock; twice), k = 2
     python bench/merge_bench.py                 # mini zoo and SmolLM2 variants, k = 2, 4, 8
+    python bench/merge_bench.py --families smollm2 --methods new --ks 2,4,8   # issue 16's methods vs mergekit
     python bench/merge_bench.py --trim          # TIES' exact top-k trim vs a full stable sort, one tensor
 """
 
@@ -38,10 +40,34 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 METHODS = ["task_arithmetic", "ties", "model_stock", "tsv_merge", "iso_c"]
-MERGEKIT = {"task_arithmetic": ({"lambda": 1.0, "normalize": False}, {}),
-            "ties": ({"lambda": 1.0, "normalize": True}, {"density": 0.2}),
-            "model_stock": ({}, {})}
-NATIVE_PARAMS = {"task_arithmetic": {"lambda": 1.0}, "ties": {"density": 0.2, "lambda": 1.0}}
+NEW_METHODS = ["della", "della_linear", "breadcrumbs_ties", "sce", "nuslerp", "karcher", "multislerp"]
+"""Methods added with issue 16 and measured against mergekit (``--methods new``); nuslerp merges exactly two."""
+MERGEKIT = {"task_arithmetic": ({"lambda": 1.0, "normalize": False}, {"weight": 1.0}),
+            "ties": ({"lambda": 1.0, "normalize": True}, {"weight": 1.0, "density": 0.2}),
+            "model_stock": ({}, {}),
+            # rescale: true is mergekit's L1-norm matching = native rescale "l1" (study/methods/della.py's note)
+            "della": ({"lambda": 1.0, "normalize": True, "rescale": True},
+                      {"weight": 1.0, "density": 0.7, "epsilon": 0.15}),
+            "della_linear": ({"lambda": 1.0, "normalize": False, "rescale": True},
+                             {"weight": 1.0, "density": 0.7, "epsilon": 0.15}),
+            "breadcrumbs_ties": ({"lambda": 1.0, "normalize": False, "rescale": False},
+                                 {"weight": 1.0, "density": 0.9, "gamma": 0.01}),
+            "sce": ({"select_topk": 1.0}, {}),
+            "nuslerp": ({"nuslerp_flatten": True, "nuslerp_row_wise": False}, {"weight": 1.0}),
+            "multislerp": ({"normalize_weights": True, "eps": 1e-8}, {"weight": 1.0}),
+            "karcher": ({"max_iter": 10, "tol": 1e-5}, {})}
+"""mergekit's (global, per-model) parameters, each the same merge as the native method with ``NATIVE_PARAMS``."""
+NATIVE_PARAMS = {"task_arithmetic": {"lambda": 1.0}, "ties": {"density": 0.2, "lambda": 1.0},
+                 "della": {"density": 0.7, "epsilon": 0.15, "rescale": "l1", "normalize": True, "lambda": 1.0},
+                 "della_linear": {"density": 0.7, "epsilon": 0.15, "rescale": "l1", "lambda": 1.0},
+                 "breadcrumbs_ties": {"density": 0.9, "gamma": 0.01, "normalize": False, "lambda": 1.0},
+                 "sce": {"select_topk": 1.0, "lambda": 1.0},
+                 "nuslerp": {"nuslerp_flatten": True, "nuslerp_row_wise": False, "use_base": True},
+                 "multislerp": {"normalize_weights": True, "eps": 1e-8, "use_base": True},
+                 "karcher": {"max_iter": 10, "tol": 1e-5}}
+NO_BASE = {"karcher"}
+"""mergekit adds a configured base_model to karcher's inputs (k + 1 models); native karcher averages the k."""
+K_MAX = {"nuslerp": 2}
 
 
 def peak_rss_mb() -> float:
@@ -72,9 +98,8 @@ def child_mergekit(method: str, base: str, models: list[str], out: str) -> dict:
     dtype = src.dtype(src.names()[0])
     glob, per_model = MERGEKIT[method]
     cfg = MergeConfiguration.model_validate({
-        "merge_method": method, "base_model": base, "dtype": dtype, "parameters": glob,
-        "models": [{"model": m, "parameters": {"weight": 1.0, **per_model}} if method != "model_stock" else {"model": m}
-                   for m in models],
+        "merge_method": method, **({} if method in NO_BASE else {"base_model": base}), "dtype": dtype,
+        "parameters": glob, "models": [{"model": m, **({"parameters": per_model} if per_model else {})} for m in models],
     })
     rss0 = peak_rss_mb()
     t0 = time.perf_counter()
@@ -113,7 +138,10 @@ CHILDREN = {"native": child_native, "mergekit": child_mergekit, "io": child_io}
 
 def measure(kind: str, method: str, base: Path, models: list[Path], threads: int, repeats: int) -> dict:
     """The fastest of ``repeats`` fresh-process runs, with the largest peak RSS among them."""
-    runs = [measure_once(kind, method, base, models, threads) for _ in range(repeats)]
+    return best_of([measure_once(kind, method, base, models, threads) for _ in range(repeats)])
+
+
+def best_of(runs: list[dict]) -> dict:
     ok = [r for r in runs if "wall_s" in r]
     if not ok:
         return runs[0]
@@ -121,10 +149,42 @@ def measure(kind: str, method: str, base: Path, models: list[Path], threads: int
     return {**best, "peak_rss_mb": max(r["peak_rss_mb"] for r in ok), "walls_s": [round(r["wall_s"], 3) for r in ok]}
 
 
-def measure_once(kind: str, method: str, base: Path, models: list[Path], threads: int) -> dict:
+def measure_pair(method: str, base: Path, models: list[Path], threads: int, repeats: int) -> tuple[dict, dict, float | None]:
+    """Native and mergekit alternately (native, mergekit, native, ...), so that a change in the machine's load
+    hits both alike; each side's fastest run with its largest peak RSS, and the largest |difference| between
+    the two outputs' tensors (from the last run of each; None when either failed)."""
+    keep = Path(tempfile.mkdtemp(prefix="bench-pair-"))
+    try:
+        runs: dict[str, list[dict]] = {"native": [], "mergekit": []}
+        for _ in range(repeats):
+            for kind in runs:
+                shutil.rmtree(keep / kind, ignore_errors=True)
+                runs[kind].append(measure_once(kind, method, base, models, threads, keep=keep / kind))
+        ok = all("wall_s" in r[-1] for r in runs.values())
+        return best_of(runs["native"]), best_of(runs["mergekit"]), max_abs_diff(keep / "native", keep / "mergekit") if ok else None
+    finally:
+        shutil.rmtree(keep, ignore_errors=True)
+
+
+def max_abs_diff(a: Path, b: Path) -> float:
+    """The largest |a - b| over every tensor both merged directories hold (in float32, of the stored values)."""
+    from study.tensors import SafetensorsSource
+
+    sa, sb = SafetensorsSource(a), SafetensorsSource(b)
+    worst = 0.0
+    for name in sorted(set(sa.names()) & set(sb.names())):
+        ta, tb = sa.get(name), sb.get(name)
+        if ta.is_floating_point() and ta.numel():
+            worst = max(worst, float((ta.float() - tb.float()).abs().max()))
+    return worst
+
+
+def measure_once(kind: str, method: str, base: Path, models: list[Path], threads: int, keep: Path | None = None) -> dict:
+    """One fresh-process run; its output is deleted unless ``keep`` names where to leave it."""
     out = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
     try:
-        cmd = [sys.executable, __file__, "--child", kind, "--method", method, "--base", str(base), "--out", str(out / "m"),
+        target = keep if keep is not None else out / "m"
+        cmd = [sys.executable, __file__, "--child", kind, "--method", method, "--base", str(base), "--out", str(target),
                "--threads", str(threads), *[x for m in models for x in ("--model", str(m))]]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -179,7 +239,7 @@ def smollm2_family(n: int) -> tuple[Path, list[Path]]:
 
 
 def run(families: list[str], ks: list[int], methods: dict[str, list[str]], threads: int | None,
-        repeats: dict[str, int]) -> dict:
+        repeats: dict[str, int], no_io: bool = False) -> dict:
     rows = []
     for family in families:
         base, pool = zoo_family() if family == "zoo" else smollm2_family(max(ks))
@@ -189,15 +249,20 @@ def run(families: list[str], ks: list[int], methods: dict[str, list[str]], threa
             if k > len(pool):
                 continue
             models = pool[:k]
-            io = measure("io", "io", base, models, n_threads, n_repeats)
-            for method in methods[family]:
-                native = measure("native", method, base, models, n_threads, n_repeats)
-                theirs = measure("mergekit", method, base, models, n_threads, n_repeats) if method in MERGEKIT else {}
+            todo = [m for m in methods[family] if k <= K_MAX.get(m, k)]
+            io = measure("io", "io", base, models, n_threads, n_repeats) if todo and not no_io else {}
+            for method in todo:
+                diff = None
+                if method in MERGEKIT:
+                    native, theirs, diff = measure_pair(method, base, models, n_threads, n_repeats)
+                else:
+                    native, theirs = measure("native", method, base, models, n_threads, n_repeats), {}
                 rows.append({"family": family, "k": k, "method": method, "threads": n_threads,
-                             "native": native, "mergekit": theirs, "io": io})
+                             "native": native, "mergekit": theirs, "io": io, "max_abs_diff": diff})
                 print(f"{family:8} k={k:<2} {method:16} native {native.get('wall_s', float('nan')):7.2f}s "
                       f"{native.get('peak_rss_mb', 0):7.0f}MB | mergekit {theirs.get('wall_s', float('nan')):7.2f}s "
-                      f"{theirs.get('peak_rss_mb', 0):7.0f}MB | io {io.get('wall_s', float('nan')):6.2f}s"
+                      f"{theirs.get('peak_rss_mb', 0):7.0f}MB" + (f" | io {io['wall_s']:6.2f}s" if "wall_s" in io else "")
+                      + (f" | max|diff| {diff:.3g}" if diff is not None else "")
                       + (f"  [{native.get('error') or theirs.get('error')}]" if native.get("error") or theirs.get("error") else ""),
                       flush=True)
     return {"rows": rows}
@@ -259,6 +324,15 @@ def trim_bench(repeats: int) -> list[dict]:
     return rows
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), recorded because speed ratios move with the machine."""
+    try:
+        return next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                    platform.processor() or "?")
+    except OSError:
+        return platform.processor() or "?"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="k = 2; SmolLM2 only for the methods mergekit has, 2 repeats; the zoo once (under 3 minutes)")
@@ -266,7 +340,9 @@ def main() -> None:
                     help="torch intra-op threads in every child (default: 1 on the zoo, torch's default on SmolLM2)")
     ap.add_argument("--families", default=None, help="comma list: zoo,smollm2")
     ap.add_argument("--ks", default=None, help="comma list of k")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help=f"comma list; 'new' stands for the issue-16 methods ({','.join(NEW_METHODS)})")
+    ap.add_argument("--no-io", action="store_true", help="skip the I/O-floor measurement")
     ap.add_argument("--repeats", type=int, default=None, help="runs per measurement, the fastest kept (default 3; with --quick 2, the zoo 1)")
     ap.add_argument("--trim", action="store_true", help="time TIES' exact top-k trim against a full stable sort")
     ap.add_argument("--json-out", default=None, help="also write every measurement to this file")
@@ -288,14 +364,16 @@ def main() -> None:
         return
     families = (args.families or "zoo,smollm2").split(",")
     ks = [int(k) for k in (args.ks or ("2" if args.quick else "2,4,8")).split(",")]
-    print(f"# merge bench on {platform.node()} ({os.cpu_count()} cpus), families={families}, ks={ks}", flush=True)
-    methods = {f: args.methods.split(",") for f in families}
+    print(f"# merge bench on {platform.node()} ({os.cpu_count()} cpus, {cpu_model()}), load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}, families={families}, ks={ks}", flush=True)
+    names = [x for m in args.methods.split(",") for x in (NEW_METHODS if m == "new" else [m])]
+    methods = {f: names for f in families}
     if args.quick and "smollm2" in methods:  # the SVD methods take minutes per SmolLM2 merge on 2 cores
         methods["smollm2"] = [m for m in methods["smollm2"] if m in MERGEKIT]
     # --quick: the zoo's merges take tens of milliseconds, so each of its runs is mostly a child's imports;
     # one run each keeps --quick under 3 minutes (the headline ratios come from SmolLM2, run twice).
     repeats = {f: args.repeats or ((1 if f == "zoo" else 2) if args.quick else 3) for f in families}
-    result = run(families, ks, methods, args.threads, repeats)
+    result = run(families, ks, methods, args.threads, repeats, args.no_io)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=1))
     print(json.dumps(ratios(result["rows"])))
