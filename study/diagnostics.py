@@ -242,11 +242,12 @@ class DiagnosticsAccumulator:
         modules, layers = [module_of(n) for n in names], [layer_of(n) for n in names]
         table = _tensor_columns(cat, k)
         groups = {m: [i for i, x in enumerate(modules) if x == m] for m in dict.fromkeys(modules)}
-        by_layer = {l: [i for i, x in enumerate(layers) if x == l] for l in sorted({x for x in layers if x is not None})}
+        numbered = sorted({x for x in layers if x is not None})
+        by_layer = {i: [j for j, x in enumerate(layers) if x == i] for i in numbered}
         return Diagnostics(k=k, top_fraction=self.top, rank=self.rank, sampled=self._sampled,
                            overall=_stats(cat, list(range(len(names))), k),
                            modules={m: _stats(cat, idx, k) for m, idx in groups.items()},
-                           layers={l: _stats(cat, idx, k) for l, idx in by_layer.items()},
+                           layers={i: _stats(cat, idx, k) for i, idx in by_layer.items()},
                            tensors=TensorTable(name=names, layer=layers, module=modules,
                                                entries=[int(x) for x in cat["entries"]], **table))
 
@@ -310,12 +311,16 @@ def _stats(cat: dict[str, Any], members: list[int], k: int) -> Stats:
     proj = g["projection"]
     overlap = _upper(g["overlap"][proj], k)
     erank = g["erank"][proj]
+    def one(x: Any) -> float | None:
+        return _none(np.reshape(x, 1))[0]
+
     return Stats(tensors=len(members), entries=int(g["entries"].sum()), sampled_entries=int(g["seen"].sum()),
-                 cosine=_none(_cosines(gram, k)), sign_conflict=_none(_ratio(g["conflict"].sum(), g["multi"].sum()).reshape(1))[0],
+                 cosine=_none(_cosines(gram, k)), sign_conflict=one(_ratio(g["conflict"].sum(), g["multi"].sum())),
                  subspace_overlap=_none(_nanmean(overlap, 0)) if proj.any() else None,
-                 effective_rank_merged=_none(_nanmean(erank[:, k], 0).reshape(1))[0] if proj.any() else None,
-                 effective_rank_tasks=_none(_nanmean(erank[:, :k], None).reshape(1))[0] if proj.any() else None,
-                 norm_merged=float(np.sqrt(g["delta_sq"].sum())), norm_tasks=[float(x) for x in np.sqrt(np.diagonal(gram))])
+                 effective_rank_merged=one(_nanmean(erank[:, k], 0)) if proj.any() else None,
+                 effective_rank_tasks=one(_nanmean(erank[:, :k], None)) if proj.any() else None,
+                 norm_merged=float(np.sqrt(g["delta_sq"].sum())),
+                 norm_tasks=[float(x) for x in np.sqrt(np.diagonal(gram))])
 
 
 def _batch(batch: Any, names: list[tuple[str, int]], k: int, top: float, rank: int) -> dict[str, Any]:

@@ -130,8 +130,9 @@ def gain_figure(table: pd.DataFrame, rhos: pd.DataFrame, labels: dict[str, str])
     styles = series_styles(keys)
     n = len(SHOWN)
     forest_h = 0.35 + 0.16 * len(keys)
-    fig, grid = plt.subplots(2 * len(bases), n, figsize=(2.6 * n, len(bases) * (3.6 + 1.5 * forest_h) + 0.8), squeeze=False,
-                             gridspec_kw={"height_ratios": [2.3, forest_h] * len(bases)}, layout="constrained")
+    fig, grid = plt.subplots(2 * len(bases), n, figsize=(2.6 * n, len(bases) * (3.6 + 1.5 * forest_h) + 0.8),
+                             squeeze=False, gridspec_kw={"height_ratios": [2.3, forest_h] * len(bases)},
+                             layout="constrained")
     for b, base in enumerate(bases):
         part = counted[counted.base == base]
         for c, (col, title) in enumerate(SHOWN):
