@@ -4,8 +4,9 @@ A = ``merge_state_dict`` of task arithmetic (λ = 1), what a sweep cell runs; B 
 ``study.diagnostics.DiagnosticsAccumulator`` fed by the driver's ``observe`` hook, its ``result()`` included.
 Runs alternate A, B, A, B... in one process after one warm-up of each (page cache, imports, allocator), so
 both see the same machine state; the overhead is the median over pairs of B / A − 1 (wall, and process CPU
-time), and, less exposed to other load, the median of the seconds spent inside the accumulator over A's. The
-target (issue 19) is at most 10%.
+time); less exposed to other load, the fastest B over the fastest A (as ``merge_bench.py`` keeps the least
+disturbed run), and the median of the seconds spent inside the accumulator over A's. The target (issue 19)
+is at most 10%.
 
 Families: the mini zoo (experts ``add, sub, capital, count, ...`` in zoo order; one torch thread, as a sweep
 runs models under 50 M parameters) and, when ``tests/smollm2.py`` can provide them (cached under
@@ -14,6 +15,7 @@ fine-tuned variants (bf16; torch's default threads). Prints a table, then one JS
 
     python bench/diagnostics_bench.py                       # zoo and SmolLM2, k = 2 and 4, 9 pairs each
     python bench/diagnostics_bench.py --families zoo --pairs 5
+    python bench/diagnostics_bench.py --threads 1            # one thread everywhere (steadier on a shared CPU)
 """
 
 from __future__ import annotations
@@ -99,7 +101,9 @@ def measure(base: Path, models: list[Path], pairs: int) -> dict:
 
     wall = [y["wall"] / x["wall"] for x, y in zip(a, b)]
     return {"A_median_s": med([x["wall"] for x in a]), "B_median_s": med([y["wall"] for y in b]),
+            "A_fastest_s": round(min(x["wall"] for x in a), 4), "B_fastest_s": round(min(y["wall"] for y in b), 4),
             "median_ratio": med(wall), "min_ratio": round(min(wall), 4), "max_ratio": round(max(wall), 4),
+            "fastest_ratio": round(min(y["wall"] for y in b) / min(x["wall"] for x in a), 4),
             "cpu_median_ratio": med([y["cpu"] / x["cpu"] for x, y in zip(a, b)]),
             "own_share_wall": med([y["diag_wall"] / x["wall"] for x, y in zip(a, b)]),
             "own_share_cpu": med([y["diag_cpu"] / x["cpu"] for x, y in zip(a, b)]),
@@ -119,6 +123,8 @@ def main() -> None:
     ap.add_argument("--families", nargs="+", default=["zoo", "smollm2"], choices=["zoo", "smollm2"])
     ap.add_argument("--ks", nargs="+", type=int, default=[2, 4])
     ap.add_argument("--pairs", type=int, default=9, help="A/B pairs per (family, k) after the warm-up")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads for every family (default: 1 on the zoo, torch's default on SmolLM2)")
     args = ap.parse_args()
     import torch
 
@@ -131,12 +137,13 @@ def main() -> None:
         except Exception as exc:  # SmolLM2 needs PyPI once: say why it is missing and go on
             print(f"{family}: skipped ({type(exc).__name__}: {exc})")
             continue
-        torch.set_num_threads(1 if family == "zoo" else default_threads)
+        torch.set_num_threads(args.threads or (1 if family == "zoo" else default_threads))
         for k in args.ks:
             row = {"family": family, "k": k, "threads": torch.get_num_threads(), **measure(base, pool[:k], args.pairs)}
             rows.append(row)
             print(f"{family:8s} k={k}  A {row['A_median_s']:.4f} s  B {row['B_median_s']:.4f} s  "
-                  f"B/A median {row['median_ratio']:.3f} (min {row['min_ratio']:.3f}, max {row['max_ratio']:.3f}); "
+                  f"B/A median {row['median_ratio']:.3f} (min {row['min_ratio']:.3f}, max {row['max_ratio']:.3f}), "
+                  f"fastest B / fastest A {row['fastest_ratio']:.3f}; "
                   f"CPU B/A {row['cpu_median_ratio']:.3f}; own time / A: wall {row['own_share_wall']:.3f}, "
                   f"CPU {row['own_share_cpu']:.3f}", flush=True)
     print(json.dumps({"bench": "diagnostics_bench", "cpu": cpu_model(), "cores": len(__import__("os").sched_getaffinity(0)),

@@ -15,10 +15,10 @@ whole model, a module type such as ``q_proj``, a layer):
   (20%) of |τ_i| over the tensor, as TIES trims at density 0.2. The rate is the share, among entries top for at
   least two task vectors, of those whose top values have both signs (entries summed over the group).
 - **subspace overlap** (projections: 2-D weights other than embeddings and ``lm_head``): ‖V_iᵀ V_j‖²_F / r,
-  V_i an orthonormal basis of τ_i's top r = ``RANK`` (8) right singular subspace (r is the smaller rank of the
-  pair when a task vector has rank below 8): 1 for identical subspaces, 0 for orthogonal ones. V_i is a
-  randomized estimate (a seeded Gaussian sketch of r columns and one power iteration). A group's value is the
-  mean over its projections.
+  V_i an orthonormal basis of τ_i's top r = ``RANK`` (4) right singular subspace (r is the smaller count of
+  the pair when a task vector has fewer directions above 1% of its top singular value): 1 for identical
+  subspaces, 0 for orthogonal ones. V_i is a randomized estimate (a seeded Gaussian sketch of r columns and one
+  power iteration). A group's value is the mean over its projections.
 - **effective rank** (projections): the participation ratio (Σσ²)² / Σσ⁴ of the singular values σ, 1 for a
   rank-one matrix and n for n equal singular values, of Δ and (averaged over i) of τ_i; ``rank_ratio`` =
   erank(Δ) / mean erank(τ_i) falls as a merge concentrates its energy in fewer directions (rank collapse).
@@ -27,13 +27,14 @@ whole model, a module type such as ``q_proj``, a layer):
 
 The cost is bounded per tensor, whatever the model (``bench/diagnostics_bench.py``): a tensor with at most
 ``EXACT_ENTRIES`` entries is seen whole; a larger one through evenly spaced whole rows (the tensor viewed as
-rows × last dimension), about ``SAMPLE_ENTRIES`` entries and at least ``2 * RANK`` rows of a projection. Sums
-over a sampled tensor are scaled by entries / entries seen, so a group weighs its tensors by size. Sign
-conflicts (threshold and counts) are taken on at most ``SIGN_ENTRIES`` evenly strided entries of what is seen,
-and the singular quantities on at most ``SPECTRAL_ROWS`` evenly spaced rows of it (the row space of uniformly
-sampled rows estimates the right singular subspace). ``Diagnostics.sampled`` says whether any tensor's rows
-were sampled. Samples go into per-shape buffers computed ``BATCH`` tensors at a time, so a tensor costs a few
-copies. The same inputs give the same numbers bit for bit, whichever path (block-wise or whole) merged them.
+rows × last dimension), about ``SAMPLE_ENTRIES`` entries and at least ``ROWS_PER_DIRECTION * RANK`` rows of a
+projection. Sums over a sampled tensor are scaled by entries / entries seen, so a group weighs its tensors by
+size. Sign conflicts (threshold and counts) are taken on at most ``SIGN_ENTRIES`` evenly strided entries of
+what is seen, and the singular quantities on at most ``SPECTRAL_ROWS`` evenly spaced rows of it (the row space
+of uniformly sampled rows estimates the right singular subspace). ``Diagnostics.sampled`` says whether any
+tensor's rows were sampled. Samples go, as task vectors in float32, into per-shape buffers computed ``BATCH``
+tensors at a time, so a tensor costs k + 2 small copies. The same inputs give the same numbers bit for bit,
+whichever path (block-wise or whole) merged them.
 """
 
 from __future__ import annotations
@@ -47,16 +48,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from study.tensors import is_embedding
 
-DIAGNOSTICS_VERSION = 1
+DIAGNOSTICS_VERSION = 2
+"""Bumped when a definition or a sampling constant changes what is measured (2: r = 4, Cholesky basis, 3 rows
+per direction, 1 024 sign entries); records keep the version they were measured with, the cell key does not."""
 TOP_FRACTION = 0.2
-RANK = 8
+RANK = 4
 EXACT_ENTRIES = 32768
 SAMPLE_ENTRIES = 4096
-SIGN_ENTRIES = 2048
-SPECTRAL_ROWS = 4 * RANK
-"""Rows (evenly spaced among those seen) for the singular quantities: 4 per direction of the top subspace."""
+SIGN_ENTRIES = 1024
+ROWS_PER_DIRECTION = 3
+"""A projection is seen through at least this many rows per direction of its top-RANK subspace."""
+SPECTRAL_ROWS = 8 * RANK
+"""At most this many rows (evenly spaced among those seen) for the singular quantities."""
 BATCH = 64
-BUFFER_BYTES = 64 * 1024**2
+BUFFER_BYTES = 24 * 1024**2
 """A batch holds at most BATCH tensors' samples and (unless one sample alone is larger) this many bytes."""
 SEED = 0
 
@@ -204,26 +209,32 @@ class DiagnosticsAccumulator:
         cols = base.shape[-1] if base.dim() > 1 or n <= EXACT_ENTRIES else math.gcd(n, 256)  # a long vector: rows
         rows = n // cols
         proj = is_projection(name, tuple(base.shape))
-        take = rows if n <= EXACT_ENTRIES else min(rows, max(2 * self.rank if proj else 1, -(-SAMPLE_ENTRIES // cols)))
+        least = ROWS_PER_DIRECTION * self.rank if proj else 1
+        take = rows if n <= EXACT_ENTRIES else min(rows, max(least, -(-SAMPLE_ENTRIES // cols)))
         self._sampled |= take < rows
         step = rows // take  # rows 0, step, 2 step, ...: evenly spaced, and a strided view (one copy, no gather)
         key = (take, cols, proj)
         if key not in self._buffers:
             slots = max(1, min(BATCH, BUFFER_BYTES // (4 * (self.k + 2) * take * cols)))
-            self._buffers[key] = (torch.empty((slots, self.k + 2, take, cols), dtype=torch.float32), [])
+            self._buffers[key] = (torch.empty((self.k + 2, slots, take, cols), dtype=torch.float32), [])
         buffer, names = self._buffers[key]
-        slot = buffer[len(names)]
-        for i, t in enumerate([base, *inputs, merged]):
-            slot[i].copy_(t.detach().reshape(rows, cols)[: step * take: step])
+        slot = len(names)
+        sampled = buffer[0, slot].copy_(base.reshape(rows, cols)[: step * take: step])
+        for i, t in enumerate([*inputs, merged], 1):  # x - base in float32, straight into the buffer
+            torch.sub(t.reshape(rows, cols)[: step * take: step], sampled, out=buffer[i, slot])
         self._order[name] = len(self._order)
         names.append((name, n))
-        if len(names) == len(buffer):
+        if len(names) == buffer.shape[1]:
             self._flush(key)
 
     def _flush(self, key: tuple[int, int, bool]) -> None:
-        buffer, names = self._buffers.pop(key)
+        """Compute the buffered tensors of ``key``; the buffer is kept for the next ones (no allocation churn
+        between the merge's own allocations)."""
+        buffer, names = self._buffers[key]
         if names:
-            self._batches.append(_batch(buffer[:len(names)], names, self.k, self.top, self.rank if key[2] else 0))
+            self._batches.append(_batch(buffer[:, :len(names)], list(names), self.k, self.top,
+                                        self.rank if key[2] else 0))
+            names.clear()
 
     def result(self) -> Diagnostics:
         """Compute what is still buffered, then aggregate per tensor, module type, layer and model."""
@@ -231,6 +242,7 @@ class DiagnosticsAccumulator:
 
         for key in sorted(self._buffers):
             self._flush(key)
+        self._buffers.clear()
         k = self.k
         names = [n for b in self._batches for n, _ in b["names"]]
         if not names:
@@ -244,10 +256,11 @@ class DiagnosticsAccumulator:
         groups = {m: [i for i, x in enumerate(modules) if x == m] for m in dict.fromkeys(modules)}
         numbered = sorted({x for x in layers if x is not None})
         by_layer = {i: [j for j, x in enumerate(layers) if x == i] for i in numbered}
-        return Diagnostics(k=k, top_fraction=self.top, rank=self.rank, sampled=self._sampled,
-                           overall=_stats(cat, list(range(len(names))), k),
-                           modules={m: _stats(cat, idx, k) for m, idx in groups.items()},
-                           layers={i: _stats(cat, idx, k) for i, idx in by_layer.items()},
+        members = [list(range(len(names))), *groups.values(), *by_layer.values()]
+        stats = _group_stats(cat, members, k)
+        return Diagnostics(k=k, top_fraction=self.top, rank=self.rank, sampled=self._sampled, overall=stats[0],
+                           modules=dict(zip(groups, stats[1:1 + len(groups)])),
+                           layers=dict(zip(by_layer, stats[1 + len(groups):])),
                            tensors=TensorTable(name=names, layer=layers, module=modules,
                                                entries=[int(x) for x in cat["entries"]], **table))
 
@@ -302,49 +315,60 @@ def _tensor_columns(cat: dict[str, Any], k: int) -> dict[str, list[float | None]
             "norm_ratio": _none(_ratio(np.sqrt(cat["delta_sq"]), norms))}
 
 
-def _stats(cat: dict[str, Any], members: list[int], k: int) -> Stats:
-    """A group's ``Stats`` from its member tensors' rows (sums in tensor order)."""
+def _group_stats(cat: dict[str, Any], members: list[list[int]], k: int) -> list[Stats]:
+    """Each group's ``Stats`` from its member tensors' rows, all groups at once (a 0/1 membership matrix)."""
     import numpy as np
 
-    g = {f: v[members] for f, v in cat.items()}
-    gram = g["gram"].sum(0)
-    proj = g["projection"]
-    overlap = _upper(g["overlap"][proj], k)
-    erank = g["erank"][proj]
-    def one(x: Any) -> float | None:
-        return _none(np.reshape(x, 1))[0]
+    w = np.zeros((len(members), len(cat["entries"])))
+    for g, idx in enumerate(members):
+        w[g, idx] = 1.0
+    wp = w * cat["projection"][None, :]
 
-    return Stats(tensors=len(members), entries=int(g["entries"].sum()), sampled_entries=int(g["seen"].sum()),
-                 cosine=_none(_cosines(gram, k)), sign_conflict=one(_ratio(g["conflict"].sum(), g["multi"].sum())),
-                 subspace_overlap=_none(_nanmean(overlap, 0)) if proj.any() else None,
-                 effective_rank_merged=one(_nanmean(erank[:, k], 0)) if proj.any() else None,
-                 effective_rank_tasks=one(_nanmean(erank[:, :k], None)) if proj.any() else None,
-                 norm_merged=float(np.sqrt(g["delta_sq"].sum())),
-                 norm_tasks=[float(x) for x in np.sqrt(np.diagonal(gram))])
+    def nan_mean(values: Any) -> Any:
+        """Mean over each group's projections of ``values`` (T, ...), NaNs left out."""
+        flat = values.reshape(len(values), -1)
+        ok = ~np.isnan(flat)
+        return _ratio(wp @ np.where(ok, flat, 0.0), wp @ ok).reshape(len(members), *values.shape[1:])
+
+    gram = np.einsum("gt,tij->gij", w, cat["gram"])
+    sums = {f: w @ cat[f] for f in ("entries", "seen", "delta_sq", "multi", "conflict")}
+    conflict = _ratio(sums["conflict"], sums["multi"])
+    overlap, erank_merged = nan_mean(_upper(cat["overlap"], k)), nan_mean(cat["erank"][:, k])
+    tasks = cat["erank"][:, :k]
+    ok = ~np.isnan(tasks)
+    erank_tasks = _ratio(wp @ np.where(ok, tasks, 0.0).sum(1), wp @ ok.sum(1))
+    has_projection = wp.sum(1) > 0
+    return [Stats(tensors=len(idx), entries=int(sums["entries"][g]), sampled_entries=int(sums["seen"][g]),
+                  cosine=_none(_cosines(gram[g], k)), sign_conflict=_none(conflict[g:g + 1])[0],
+                  subspace_overlap=_none(overlap[g]) if has_projection[g] else None,
+                  effective_rank_merged=_none(erank_merged[g:g + 1])[0] if has_projection[g] else None,
+                  effective_rank_tasks=_none(erank_tasks[g:g + 1])[0] if has_projection[g] else None,
+                  norm_merged=float(np.sqrt(sums["delta_sq"][g])),
+                  norm_tasks=[float(x) for x in np.sqrt(np.diagonal(gram[g]))])
+            for g, idx in enumerate(members)]
 
 
 def _batch(batch: Any, names: list[tuple[str, int]], k: int, top: float, rank: int) -> dict[str, Any]:
-    """Per-tensor sums of N tensors sharing one sample shape: ``batch`` is (N, k + 2, rows, cols) with the base,
-    the k inputs and the merged tensor; ``rank`` 0 skips the singular part (not projections). Sums are scaled to
-    the whole tensor (× entries / entries seen)."""
+    """Per-tensor sums of N tensors sharing one sample shape: ``batch`` is (k + 2, N, rows, cols) with the base,
+    the k task vectors and the merged delta (input-major, so the task vectors are one contiguous block); ``rank``
+    0 skips the singular part (not projections). Sums are scaled to the whole tensor (× entries / entries seen)."""
     import numpy as np
     import torch
 
-    n, _, rows, cols = batch.shape
-    tasks = batch[:, 1:k + 1] - batch[:, :1]
-    delta = batch[:, k + 1] - batch[:, 0]
-    flat = tasks.flatten(2)
+    _, n, rows, cols = batch.shape
+    tasks, delta = batch[1:k + 1], batch[k + 1]
+    flat = tasks.reshape(k, n, rows * cols)
     seen = flat.shape[-1]
     entries = np.array([e for _, e in names], dtype=np.float64)
     scale = entries / seen
-    gram = torch.bmm(flat, flat.transpose(1, 2)).double().numpy() * scale[:, None, None]
-    delta_sq = delta.flatten(1).square().sum(-1).double().numpy() * scale
+    gram = torch.einsum("inl,jnl->nij", flat, flat).double().numpy() * scale[:, None, None]
+    delta_sq = delta.reshape(n, seen).square().sum(-1).double().numpy() * scale
     probe = flat[..., ::max(1, -(-seen // SIGN_ENTRIES))]
     kth = probe.shape[-1] - math.ceil(top * probe.shape[-1]) + 1
     magnitude = probe.abs()
     threshold = magnitude.kthvalue(kth, dim=-1, keepdim=True).values.clamp_min(torch.finfo(torch.float32).tiny)
     top = magnitude >= threshold  # never 0, so a top entry has a sign
-    count, positive = top.sum(1, dtype=torch.int16), (top & (probe > 0)).sum(1, dtype=torch.int16)
+    count, positive = top.sum(0, dtype=torch.int16), (top & (probe > 0)).sum(0, dtype=torch.int16)
     probe_scale = entries / probe.shape[-1]
     multi = (count >= 2).sum(-1).double().numpy() * probe_scale
     conflict = ((positive > 0) & (positive < count)).sum(-1).double().numpy() * probe_scale
@@ -359,34 +383,43 @@ def _batch(batch: Any, names: list[tuple[str, int]], k: int, top: float, rank: i
 
 def _spectral(tasks: Any, delta: Any, rank: int) -> tuple[Any, Any]:
     """Pairwise top-``rank`` right-subspace overlaps of the task vectors, (N, k, k) with NaN where undefined,
-    and participation-ratio effective ranks, (N, k + 1): the k task vectors, then the merged delta.
+    and participation-ratio effective ranks, (N, k + 1): the k task vectors, then the merged delta. ``tasks`` is
+    (k, N, rows, cols), ``delta`` (N, rows, cols).
 
     For each (rows × cols) sample A with row Gram G = A Aᵀ, the subspace is the range of Aᵀ G Ω (Ω a seeded
     Gaussian rows × r matrix: a randomized range finder with one power iteration). Its basis V = Aᵀ M is
-    orthonormalised in the small space: M = G Ω W Λ^(-1/2) from the eigendecomposition W Λ Wᵀ of Ωᵀ G³ Ω
-    (float64), so only G and Mᵀ A touch the long dimension. Directions below 1% of the top singular value (a
-    task vector of rank < r, or float32 noise) are dropped."""
+    orthonormalised in the small space, M = G Ω L⁻ᵀ with L L ᵀ the Cholesky factor of Ωᵀ G³ Ω (float64), so
+    only G and Mᵀ A touch the long dimension. A ridge at float32 precision (relative (r ε)² on Ωᵀ G³ Ω, about 1%
+    of the top singular value) fades out directions the task vector does not have (rank < r, or float32
+    noise): V's squared norm counts the directions kept, and the overlap divides by the smaller count."""
     import numpy as np
     import torch
 
-    n, k, rows, cols = tasks.shape
+    k, n, rows, cols = tasks.shape
     limit = SPECTRAL_ROWS * rank // RANK
     if rows > limit:
         pick = [round(i * (rows - 1) / (limit - 1)) for i in range(limit)]
         tasks, delta, rows = tasks[:, :, pick], delta[:, pick], limit
     gram = (tasks @ tasks.transpose(-1, -2)).double()
-    both = torch.cat([gram, (delta @ delta.transpose(-1, -2)).double()[:, None]], 1)
-    trace = both.diagonal(dim1=-2, dim2=-1).sum(-1)
-    erank = torch.where(trace > 0, trace.square() / both.square().sum((-1, -2)).clamp_min(1e-300), float("nan"))
+    grams = (gram, (delta @ delta.transpose(-1, -2)).double()[None])
+    trace = torch.cat([g.diagonal(dim1=-2, dim2=-1).sum(-1) for g in grams])
+    fro = torch.cat([g.square().sum((-1, -2)) for g in grams])
+    erank = torch.where(trace > 0, trace.square() / fro.clamp_min(1e-300), float("nan"))
     r = min(rank, rows, cols)
     omega = torch.randn(rows, r, generator=torch.Generator().manual_seed(SEED), dtype=torch.float64)
     z = gram @ omega
-    lam, w = torch.linalg.eigh(z.transpose(-1, -2) @ gram @ z)
-    keep = (lam > lam[..., -1:] * (r * torch.finfo(torch.float32).eps) ** 2) & (lam > 0)
-    m = z @ (w / torch.where(keep, lam, 1).sqrt()[..., None, :]) * keep[..., None, :]
-    basis = (m.transpose(-1, -2).float() @ tasks).reshape(n, k * r, cols)
-    cross = (basis @ basis.transpose(-1, -2)).double().reshape(n, k, r, k, r).square().sum((2, 4))
-    ranks = keep.sum(-1).double()
+    small = z.transpose(-1, -2) @ gram @ z
+    floor = small.diagonal(dim1=-2, dim2=-1).amax(-1) * (r * torch.finfo(torch.float32).eps) ** 2
+    chol = torch.linalg.cholesky_ex(small + floor[..., None, None] * torch.eye(r, dtype=torch.float64)).L
+    m = torch.linalg.solve_triangular(chol, z.transpose(-1, -2), upper=False)  # Mᵀ = L⁻¹ zᵀ
+    basis = m.float() @ tasks  # (k, N, r, cols): Vᵀ of each task vector
+    cross = torch.zeros(n, k, k, dtype=torch.float64)  # ||V_iᵀ V_j||_F^2; on the diagonal ||V_i||_F^2 = directions kept
+    for i in range(k):
+        for j in range(i, k):
+            product = (basis[i] @ basis[j].transpose(-1, -2)).double()
+            cross[:, i, j] = cross[:, j, i] = (product.diagonal(dim1=-2, dim2=-1).sum(-1) if i == j
+                                               else product.square().sum((-1, -2)))
+    ranks = cross.diagonal(dim1=1, dim2=2)
     least = torch.minimum(ranks[:, :, None], ranks[:, None, :])
-    overlap = torch.where(least > 0, cross / least.clamp_min(1), float("nan"))
-    return overlap.numpy(), erank.numpy().astype(np.float64)
+    overlap = torch.where(least > 0.5, cross / least.clamp_min(0.5), float("nan"))
+    return overlap.numpy(), erank.T.numpy().astype(np.float64)

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from study.diagnostics import EXACT_ENTRIES, Diagnostics, DiagnosticsAccumulator, layer_of, module_of, pairs
+from study.diagnostics import EXACT_ENTRIES, RANK, Diagnostics, DiagnosticsAccumulator, layer_of, module_of, pairs
 
 Q = "model.layers.{}.self_attn.q_proj.weight"
 NORM = "model.layers.{}.input_layernorm.weight"
@@ -83,6 +83,7 @@ def _rank_r(rows: int, cols: int, basis: torch.Tensor, seed: int) -> torch.Tenso
 
 
 def test_subspace_overlap_identical_orthogonal_and_half():
+    assert RANK == 4
     rows, cols = 24, 40
     e = torch.eye(cols)
     base = torch.randn(rows, cols, generator=torch.Generator().manual_seed(0))
@@ -90,14 +91,13 @@ def test_subspace_overlap_identical_orthogonal_and_half():
     def overlap(a: torch.Tensor, b: torch.Tensor) -> float:
         return _run({Q.format(0): _ta(base, [a, b])}).overall.subspace_overlap[0]
 
-    a = _rank_r(rows, cols, e[:8], 1)
-    assert overlap(a, 3 * _rank_r(rows, cols, e[:8], 2)) == pytest.approx(1.0, abs=1e-5)  # same row space
-    assert overlap(a, _rank_r(rows, cols, e[8:16], 3)) == pytest.approx(0.0, abs=1e-6)  # orthogonal
-    # rank 4 each, two shared directions: ||V1^T V2||^2 / 4 = 2 / 4
-    assert overlap(_rank_r(rows, cols, e[[0, 1, 2, 3]], 4), _rank_r(rows, cols, e[[0, 1, 4, 5]], 5)) == pytest.approx(
-        0.5, abs=1e-5)
+    a = _rank_r(rows, cols, e[:4], 1)
+    assert overlap(a, 3 * _rank_r(rows, cols, e[:4], 2)) == pytest.approx(1.0, abs=1e-5)  # same row space
+    assert overlap(a, _rank_r(rows, cols, e[4:8], 3)) == pytest.approx(0.0, abs=1e-6)  # orthogonal
+    # rank 2 each, one shared direction: ||V1^T V2||^2 / 2 = 1 / 2
+    assert overlap(_rank_r(rows, cols, e[[0, 1]], 4), _rank_r(rows, cols, e[[0, 2]], 5)) == pytest.approx(0.5, abs=1e-5)
     full = torch.randn(rows, cols, generator=torch.Generator().manual_seed(6))
-    assert overlap(full, -2 * full) == pytest.approx(1.0, abs=1e-5)  # rank > r: the same top-8 estimate
+    assert overlap(full, -2 * full) == pytest.approx(1.0, abs=1e-5)  # rank > r: the same top-4 estimate
 
 
 def test_effective_rank_is_the_participation_ratio():
@@ -300,3 +300,33 @@ def test_a_long_vector_is_sampled_in_rows_too():
     d = _run({"model.layers.0.mlp.bias": _ta(torch.zeros(n), [torch.ones(n), -torch.ones(n)])})
     assert d.sampled and d.overall.sampled_entries <= 2 * 4096
     assert d.overall.cosine == [pytest.approx(-1.0)] and d.overall.norm_tasks[0] == pytest.approx(math.sqrt(n))
+
+
+def test_the_report_part_writes_its_tables_figures_and_a_numbered_section(tmp_path):
+    import types
+
+    import pandas as pd
+
+    from study.analysis.diagnostics_figures import add_diagnostics
+    from study.plan import Cell
+
+    table, records = _fake_cells(["zoo"])
+    cells = [Cell(r.cell_id, r.base, r.method, json.loads(r.params), {}, r.k, r.subset_id, tuple("ab"))
+             for r in table.itertuples()]
+    ctx = types.SimpleNamespace(plan=types.SimpleNamespace(cells=cells), sweep=types.SimpleNamespace(seed=0))
+    per_subset = table.assign(params=[c.params_key for c in cells])[["cell_id", "params", "counted", "gain"]]
+    md = "# r\n\n## Summary per (base, method, k)\n\ntable\n"
+    out, written = add_diagnostics(md, ctx, records, per_subset, {}, tmp_path, first_figure=8)
+    assert out.index("## Interference diagnostics") < out.index("## Summary per")
+    assert "Figure 8. Gain over the base" in out and "Figure 9. Per-layer map" in out
+    assert "20 of 20 merge cells carry them" in out
+    assert {p.name for p in written} >= {"diagnostics.csv", "diagnostics_spearman.csv", "diagnostics_gain.png",
+                                         "diagnostics_layers.svg"}
+    csv = pd.read_csv(tmp_path / "diagnostics.csv")
+    assert len(csv) == 20 and csv.cosine_mean.between(-1, 1).all() and not csv.sampled.any()
+    assert "different diagnostics versions" not in out
+    first = cells[0].cell_id
+    records[first] = types.SimpleNamespace(diagnostics=records[first].diagnostics.model_copy(update={"version": 1}))
+    (tmp_path / "mixed").mkdir()
+    out, _ = add_diagnostics(md, ctx, records, per_subset, {}, tmp_path / "mixed", first_figure=8)
+    assert "different diagnostics versions ([1, 2])" in out

@@ -9,7 +9,8 @@ of ``scores.parquet`` (``cell_id`` ... ``checkpoints``); ``counted`` and ``gain`
 (``study.diagnostics``): ``cosine_mean`` and ``cosine_min`` over pairs of task-vector cosines, ``sign_conflict``,
 ``subspace_overlap`` (mean over pairs and projections), ``effective_rank_merged`` and ``effective_rank_tasks``
 (participation ratios, mean over projections), ``rank_ratio`` (their quotient), ``norm_ratio``
-(||merged - base|| / sum_i ||tau_i||) and ``sampled`` (some tensor's rows were sampled).
+(||merged - base|| / sum_i ||tau_i||), ``sampled`` (some tensor's rows were sampled) and ``version`` (of the
+definitions, ``study.diagnostics.DIAGNOSTICS_VERSION``; cached cells keep the version they were merged with).
 
 Columns of ``diagnostics_spearman.csv`` (one row per (base, method, params) and diagnostic): ``n`` counted
 subsets with both numbers (pooled over k >= 2), ``rho`` Spearman's rank correlation of the diagnostic with the
@@ -34,6 +35,7 @@ from study.analysis.render import md_table
 from study.analysis.style import (BASE_STYLE, apply_theme, save_figure, series_key, series_label,
                                   series_order, series_styles)
 from study.analysis.tables import CELL_COLUMNS, cell_row
+from study.diagnostics import RANK
 from study.plan import BASE, ENSEMBLE, SINGLE
 
 N_BOOT = 2000
@@ -41,15 +43,17 @@ DIAGNOSTIC_COLUMNS: dict[str, str] = {
     "cosine_mean": "mean over pairs of the whole-model task-vector cosine",
     "cosine_min": "smallest pairwise whole-model cosine",
     "sign_conflict": "share of entries top-20% for >= 2 task vectors whose top values have both signs",
-    "subspace_overlap": "mean over pairs and projections of ||V_i^T V_j||_F^2 / r (top-8 right singular subspaces)",
+    "subspace_overlap": f"mean over pairs and projections of ||V_i^T V_j||_F^2 / r (top-{RANK} right singular "
+                        "subspaces)",
     "effective_rank_merged": "mean over projections of the participation ratio of merged - base",
     "effective_rank_tasks": "mean over projections and checkpoints of the participation ratio of tau_i",
     "rank_ratio": "effective_rank_merged / effective_rank_tasks (< 1: the merge concentrates its energy)",
     "norm_ratio": "||merged - base|| / sum_i ||tau_i|| over the whole model",
     "sampled": "True when some tensor was seen through a sample of its rows (then cosines and norms are estimates)",
+    "version": "the definitions' version the record was measured with (study.diagnostics.DIAGNOSTICS_VERSION)",
 }
 SHOWN = [("cosine_mean", "task-vector cosine (mean)"), ("sign_conflict", "sign conflict (top 20%)"),
-         ("subspace_overlap", "subspace overlap (top 8)"), ("rank_ratio", "eff. rank: merged / tasks"),
+         ("subspace_overlap", f"subspace overlap (top {RANK})"), ("rank_ratio", "eff. rank: merged / tasks"),
          ("norm_ratio", "‖merged Δ‖ / Σ‖τ_i‖")]
 FIGURES = [("diagnostics_gain", "Gain over the base against each interference diagnostic, one point per counted "
             "merge (all k); below each panel, per method, Spearman's ρ with its 95% bootstrap interval over those "
@@ -74,9 +78,11 @@ def diagnostics_table(plan: Any, records: dict[str, Any], per_subset: pd.DataFra
             continue
         counted, gain = gains.get((cell.cell_id, cell.params_key), (False, np.nan))
         rows.append({**cell_row(cell), "counted": counted, "gain": gain if counted else np.nan,
-                     **rec.diagnostics.scalars(), "sampled": rec.diagnostics.sampled})
+                     **rec.diagnostics.scalars(), "sampled": rec.diagnostics.sampled,
+                     "version": rec.diagnostics.version})
     frame = pd.DataFrame(rows, columns=[*CELL_COLUMNS, "counted", "gain", *DIAGNOSTIC_COLUMNS])
-    return frame.astype({c: "float64" for c in DIAGNOSTIC_COLUMNS if c != "sampled"} | {"gain": "float64"})
+    return frame.astype({c: "float64" for c in DIAGNOSTIC_COLUMNS if c not in ("sampled", "version")}
+                        | {"gain": "float64"})
 
 
 def spearman(x: Any, y: Any) -> float:
@@ -182,7 +188,7 @@ def _layer_frames(records: dict[str, Any], table: pd.DataFrame) -> tuple[pd.Data
 
 
 LAYER_PANELS = [("cosine_mean", "task-vector cosine"), ("sign_conflict", "sign conflict (top 20%)"),
-                ("subspace_overlap", "subspace overlap (top 8)"), ("norm_ratio", "‖merged Δ‖ / Σ‖τ_i‖"),
+                ("subspace_overlap", f"subspace overlap (top {RANK})"), ("norm_ratio", "‖merged Δ‖ / Σ‖τ_i‖"),
                 ("rank_ratio", "eff. rank: merged / tasks")]
 
 
@@ -220,7 +226,7 @@ def layer_figure(records: dict[str, Any], table: pd.DataFrame, labels: dict[str,
     heights = [max(len(grids[(b, col)]) for b in bases) + 1.5 for col, _ in LAYER_PANELS]
     n_layers = int(tensors.layer.max()) + 1
     fig, grid = plt.subplots(len(LAYER_PANELS), len(bases), squeeze=False, layout="constrained",
-                             figsize=(len(bases) * (4.4 + 0.36 * max(n_layers, 16)), 0.32 * sum(heights) + 3.6),
+                             figsize=(len(bases) * (4.4 + 0.36 * max(n_layers, 16)), 0.2 * sum(heights) + 1.6),
                              gridspec_kw={"height_ratios": heights})
     for c, base in enumerate(bases):
         k = int(table[table.base == base].k.max())
@@ -241,16 +247,20 @@ def layer_figure(records: dict[str, Any], table: pd.DataFrame, labels: dict[str,
 
 
 def _section(table: pd.DataFrame, rhos: pd.DataFrame, merges: int, figures: dict[str, list[Path]],
-             labels: dict[str, str]) -> str:
+             labels: dict[str, str], first_figure: int) -> str:
+    versions = sorted({int(v) for v in table.version})
     parts = ["## Interference diagnostics",
              f"Measured in each merge's own streaming pass (`study.diagnostics`; definitions in docs/study.md, "
              f"\"Interference diagnostics\"): {len(table.drop_duplicates('cell_id'))} of {merges} merge cells carry "
              f"them (`diagnostics.csv`; cells without: stored before diagnostics existed, or `diagnostics: false`)."
              + (" Some tensors were seen through a sample of their rows: those numbers are estimates."
-                if table.sampled.any() else "")]
-    for stem, caption in FIGURES:
+                if table.sampled.any() else "")
+             + (f" **The cells were measured with different diagnostics versions ({versions}):** cells cached from "
+                f"an older version keep its numbers; a fresh store measures every cell with the current one."
+                if len(versions) > 1 else "")]
+    for number, (stem, caption) in enumerate(FIGURES, first_figure):
         if stem in figures:
-            parts.append(f"![{stem}](figures/{stem}.png)\n\n{caption} (PDF: `figures/{stem}.pdf`)")
+            parts.append(f"![{stem}](figures/{stem}.png)\n\nFigure {number}. {caption} (PDF: `figures/{stem}.pdf`)")
     if not rhos.empty:
         shown = rhos.assign(series=[_label(series_key(m, p), labels) for m, p in zip(rhos.method, rhos.params)],
                             value=[f"{r:+.2f} [{lo:+.2f}, {hi:+.2f}] (n={n})" if not np.isnan(r) else f"– (n={n})"
@@ -263,9 +273,10 @@ def _section(table: pd.DataFrame, rhos: pd.DataFrame, merges: int, figures: dict
 
 
 def add_diagnostics(md: str, ctx: Any, records: dict[str, Any], per_subset: pd.DataFrame, labels: dict[str, str],
-                    out: Path) -> tuple[str, list[Path]]:
+                    out: Path, first_figure: int = 1) -> tuple[str, list[Path]]:
     """Write ``diagnostics.csv``, ``diagnostics_spearman.csv`` and the two figures under ``out``; return
-    ``md`` with the section inserted before the summary table, and the paths written."""
+    ``md`` with the section inserted before the summary table (its figures numbered from ``first_figure``, after
+    the report's own), and the paths written."""
     plan = ctx.plan
     table = diagnostics_table(plan, records, per_subset)
     rhos = spearman_table(table, ctx.sweep.seed)
@@ -281,7 +292,7 @@ def add_diagnostics(md: str, ctx: Any, records: dict[str, Any], per_subset: pd.D
         if layer is not None:
             figures["diagnostics_layers"] = save_figure(layer, out / "figures", "diagnostics_layers")
     merges = len({c.cell_id for c in plan.cells if c.method not in (BASE, SINGLE, ENSEMBLE)})
-    section = _section(table, rhos, merges, figures, labels) if merges else ""
+    section = _section(table, rhos, merges, figures, labels, first_figure) if merges else ""
     anchor = "## Summary per (base, method, k)"
     if section:
         md = md.replace(anchor, f"{section}\n\n{anchor}", 1) if anchor in md else f"{md.rstrip()}\n\n{section}\n"

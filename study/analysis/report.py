@@ -135,7 +135,7 @@ def write_report(ctx: Any, store: Any, out_dir: str | Path, *, check_tokens: boo
                    support_section(summary, reference, paired, findings, labels))
     from study.analysis.diagnostics_figures import add_diagnostics  # diagnostics.csv, its figures and section
 
-    md, diagnostics_paths = add_diagnostics(md, ctx, records, per_subset, labels, out)
+    md, diagnostics_paths = add_diagnostics(md, ctx, records, per_subset, labels, out, first_figure=len(FIGURES) + 1)
     written += diagnostics_paths
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(to_html(md, f"{sweep.name}: merging study", out))
