@@ -4,13 +4,16 @@ For each model family (the mini zoo; SmolLM2-135M variants), k and method, three
 fresh subprocess (so peak RSS is that merge's alone):
 
 - ``native``: ``study.merge.write_merged`` (stream tensors, merge, write a HF directory);
-- ``mergekit``: ``mergekit.merge.run_merge`` on the same inputs, same dtype (where mergekit has the method),
-  alternating run by run with ``native``; the largest |difference| between the two outputs is reported;
+- ``mergekit``: ``mergekit.merge.run_merge`` on the same inputs, same dtype (where mergekit has the method);
+  the largest |difference| between the two outputs is reported;
 - ``io``: the floor — read every byte of the k + 1 input checkpoints (memory-mapped, as both merges read
   them, and touched by one ``aminmax`` reduction per tensor) and write one model's worth.
 
-Each measurement is repeated (``--repeats``, default 3) and the fastest run is kept (the least disturbed by
-other load on a shared machine), with the largest peak RSS of the repeats.
+The kinds compared run in rounds (native, mergekit[, io for task arithmetic], native, mergekit, ...;
+``--repeats`` rounds, default 3), so load from other processes on a shared machine hits them alike. Each
+kind reports the median wall time, the fastest and every run, and the largest peak RSS of its runs; ratios
+are per round (the runs of one round ran back to back), reported as median [lowest, highest]. The load
+average before and after each row is recorded: quote ratios from a loaded machine with it.
 
 Wall time is measured inside the child around the merge call only (imports excluded: mergekit's import is
 ~6 s and would flatter us). Every child of one family runs with the same number of torch intra-op threads:
@@ -137,33 +140,54 @@ CHILDREN = {"native": child_native, "mergekit": child_mergekit, "io": child_io}
 
 
 def measure(kind: str, method: str, base: Path, models: list[Path], threads: int, repeats: int) -> dict:
-    """The fastest of ``repeats`` fresh-process runs, with the largest peak RSS among them."""
-    return best_of([measure_once(kind, method, base, models, threads) for _ in range(repeats)])
+    """``repeats`` fresh-process runs of one kind (``summary``)."""
+    return summary([measure_once(kind, method, base, models, threads) for _ in range(repeats)])
 
 
-def best_of(runs: list[dict]) -> dict:
+def summary(runs: list[dict]) -> dict:
+    """``wall_s`` is the median of the successful runs (``best_s`` the fastest, ``walls_s`` all, in order), with
+    the largest peak RSS among them."""
+    import statistics
+
     ok = [r for r in runs if "wall_s" in r]
     if not ok:
         return runs[0]
-    best = min(ok, key=lambda r: r["wall_s"])
-    return {**best, "peak_rss_mb": max(r["peak_rss_mb"] for r in ok), "walls_s": [round(r["wall_s"], 3) for r in ok]}
+    walls = [r["wall_s"] for r in ok]
+    return {"wall_s": statistics.median(walls), "best_s": min(walls), "walls_s": [round(w, 3) for w in walls],
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in ok)}
 
 
-def measure_pair(method: str, base: Path, models: list[Path], threads: int, repeats: int) -> tuple[dict, dict, float | None]:
-    """Native and mergekit alternately (native, mergekit, native, ...), so that a change in the machine's load
-    hits both alike; each side's fastest run with its largest peak RSS, and the largest |difference| between
-    the two outputs' tensors (from the last run of each; None when either failed)."""
+def measure_rounds(kinds: list[str], method: str, base: Path, models: list[Path], threads: int,
+                   repeats: int) -> tuple[dict[str, dict], float | None, list[dict[str, float]]]:
+    """The kinds run in rounds (native, mergekit, io, native, mergekit, io, ...), so that a change in the
+    machine's load hits all of them alike: each kind's ``summary``, the largest |difference| between native's
+    and mergekit's outputs (last round; None when either failed or is not measured), and each round's walls."""
     keep = Path(tempfile.mkdtemp(prefix="bench-pair-"))
     try:
-        runs: dict[str, list[dict]] = {"native": [], "mergekit": []}
+        runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
         for _ in range(repeats):
-            for kind in runs:
+            for kind in kinds:
                 shutil.rmtree(keep / kind, ignore_errors=True)
-                runs[kind].append(measure_once(kind, method, base, models, threads, keep=keep / kind))
-        ok = all("wall_s" in r[-1] for r in runs.values())
-        return best_of(runs["native"]), best_of(runs["mergekit"]), max_abs_diff(keep / "native", keep / "mergekit") if ok else None
+                runs[kind].append(measure_once(kind, "io" if kind == "io" else method, base, models, threads,
+                                               keep=keep / kind))
+        rounds = [{kind: runs[kind][i].get("wall_s", float("nan")) for kind in kinds} for i in range(repeats)]
+        diff = None
+        if {"native", "mergekit"} <= set(kinds) and all("wall_s" in runs[kind][-1] for kind in ("native", "mergekit")):
+            diff = max_abs_diff(keep / "native", keep / "mergekit")
+        return {kind: summary(r) for kind, r in runs.items()}, diff, rounds
     finally:
         shutil.rmtree(keep, ignore_errors=True)
+
+
+def paired(rounds: list[dict[str, float]], num: str, den: str) -> dict | None:
+    """Per-round ratio ``num / den`` (runs of one round ran back to back): median, lowest and highest."""
+    import math
+    import statistics
+
+    values = [r[num] / r[den] for r in rounds if num in r and den in r and not math.isnan(r[num] / r[den])]
+    if not values:
+        return None
+    return {"median": round(statistics.median(values), 3), "low": round(min(values), 3), "high": round(max(values), 3)}
 
 
 def max_abs_diff(a: Path, b: Path) -> float:
@@ -250,19 +274,28 @@ def run(families: list[str], ks: list[int], methods: dict[str, list[str]], threa
                 continue
             models = pool[:k]
             todo = [m for m in methods[family] if k <= K_MAX.get(m, k)]
-            io = measure("io", "io", base, models, n_threads, n_repeats) if todo and not no_io else {}
+            # the floor runs in task arithmetic's rounds when TA is measured, else on its own
+            io = measure("io", "io", base, models, n_threads, n_repeats) if todo and not no_io and "task_arithmetic" not in todo else {}
             for method in todo:
-                diff = None
-                if method in MERGEKIT:
-                    native, theirs, diff = measure_pair(method, base, models, n_threads, n_repeats)
-                else:
-                    native, theirs = measure("native", method, base, models, n_threads, n_repeats), {}
-                rows.append({"family": family, "k": k, "method": method, "threads": n_threads,
-                             "native": native, "mergekit": theirs, "io": io, "max_abs_diff": diff})
+                kinds = (["native", "mergekit"] if method in MERGEKIT else ["native"])
+                if method == "task_arithmetic" and not no_io:
+                    kinds.append("io")
+                load0 = os.getloadavg()[0]
+                measured, diff, rounds = measure_rounds(kinds, method, base, models, n_threads, n_repeats)
+                native, theirs = measured["native"], measured.get("mergekit", {})
+                row_io = measured.get("io", io)
+                speed, floor = paired(rounds, "mergekit", "native"), paired(rounds, "native", "io")
+                rows.append({"family": family, "k": k, "method": method, "threads": n_threads, "native": native,
+                             "mergekit": theirs, "io": row_io, "max_abs_diff": diff, "rounds": rounds,
+                             "speed_vs_mergekit": speed, "native_vs_io": floor,
+                             "load_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)]})
                 print(f"{family:8} k={k:<2} {method:16} native {native.get('wall_s', float('nan')):7.2f}s "
                       f"{native.get('peak_rss_mb', 0):7.0f}MB | mergekit {theirs.get('wall_s', float('nan')):7.2f}s "
-                      f"{theirs.get('peak_rss_mb', 0):7.0f}MB" + (f" | io {io['wall_s']:6.2f}s" if "wall_s" in io else "")
+                      f"{theirs.get('peak_rss_mb', 0):7.0f}MB" + (f" | io {row_io['wall_s']:6.2f}s" if "wall_s" in row_io else "")
+                      + (f" | speed x{speed['median']} [{speed['low']}, {speed['high']}]" if speed else "")
+                      + (f" | /floor x{floor['median']} [{floor['low']}, {floor['high']}]" if floor else "")
                       + (f" | max|diff| {diff:.3g}" if diff is not None else "")
+                      + f" | runs {[{k_: round(v, 2) for k_, v in r.items()} for r in rounds]} | load {load0:.1f}->{os.getloadavg()[0]:.1f}"
                       + (f"  [{native.get('error') or theirs.get('error')}]" if native.get("error") or theirs.get("error") else ""),
                       flush=True)
     return {"rows": rows}
@@ -280,10 +313,13 @@ def ratios(rows: list[dict]) -> dict:
     for short, method in [("ta", "task_arithmetic"), ("ties", "ties"), ("model_stock", "model_stock")]:
         r = pick.get(method)
         if r and "wall_s" in r["mergekit"]:
-            out[f"{short}_vs_mergekit_speed"] = round(r["mergekit"]["wall_s"] / r["native"]["wall_s"], 3)
+            out[f"{short}_vs_mergekit_speed"] = (r.get("speed_vs_mergekit") or {}).get(
+                "median", round(r["mergekit"]["wall_s"] / r["native"]["wall_s"], 3))
             out[f"{short}_rss_vs_mergekit"] = round(r["native"]["peak_rss_mb"] / r["mergekit"]["peak_rss_mb"], 3)
     if "task_arithmetic" in pick and "wall_s" in pick["task_arithmetic"]["io"]:
-        out["ta_vs_io_floor"] = round(pick["task_arithmetic"]["native"]["wall_s"] / pick["task_arithmetic"]["io"]["wall_s"], 3)
+        ta = pick["task_arithmetic"]
+        out["ta_vs_io_floor"] = (ta.get("native_vs_io") or {}).get("median", round(ta["native"]["wall_s"] / ta["io"]["wall_s"], 3))
+    out["load_average_end"] = round(os.getloadavg()[0], 2)
     return out
 
 
@@ -343,7 +379,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS),
                     help=f"comma list; 'new' stands for the issue-16 methods ({','.join(NEW_METHODS)})")
     ap.add_argument("--no-io", action="store_true", help="skip the I/O-floor measurement")
-    ap.add_argument("--repeats", type=int, default=None, help="runs per measurement, the fastest kept (default 3; with --quick 2, the zoo 1)")
+    ap.add_argument("--repeats", type=int, default=None, help="rounds per measurement, the median reported (default 3; with --quick 2, the zoo 1)")
     ap.add_argument("--trim", action="store_true", help="time TIES' exact top-k trim against a full stable sort")
     ap.add_argument("--json-out", default=None, help="also write every measurement to this file")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)

@@ -167,6 +167,12 @@ def iter_merge(
             merged = _merge_in_blocks(info, base, tensors, getattr(torch, dtype), {**kwargs, **extra}, name, paths)
             yield name, _observed(observe, name, raw, merged)
             continue
+        kernel = getattr(info.fn, "stored_kernel", None)  # e.g. ``model_stock.stored_kernel``: see _merge_in_blocks
+        if kernel is not None and inputs.device == "cpu" and info.needs_base:
+            out = torch.empty(base.shape, dtype=getattr(torch, dtype))
+            if kernel(out, base, tensors, **kwargs, **extra):
+                yield name, _observed(observe, name, raw, out)
+                continue
         base, tensors = base.to(inputs.device, torch.float32), [t.to(inputs.device, torch.float32) for t in tensors]
         merged = info.fn(base if info.needs_base else None, tensors, **kwargs, **extra)
         if tuple(merged.shape) != tuple(base.shape):
@@ -206,6 +212,11 @@ def _merge_in_blocks(
     from study.methods.common import blocks
 
     out = torch.empty(base.shape, dtype=dtype)
+    # A method's fused kernel on the stored dtypes (``task_arithmetic.stored_kernel``); a method rebound per
+    # tensor has another ``fn`` and no kernel. False (unsupported dtype, a non-finite result): the path below.
+    kernel = getattr(info.fn, "stored_kernel", None)
+    if kernel is not None and info.needs_base and kernel(out, base, tensors, **kwargs):
+        return out
     flat_out, flat_inputs = out.view(-1), [base.reshape(-1), *(t.reshape(-1) for t in tensors)]
     slices = blocks(flat_out.numel(), "cpu")
     # float32 copies of one block of every input, in buffers reused block after block (fresh ones per block

@@ -30,3 +30,15 @@ def task_arithmetic(
     for t, w in zip(tensors, per_model(weight, len(tensors))):
         acc.add_(torch.sub(t, base, out=task_vector), alpha=float(w))
     return acc.mul_(lambda_).add_(base)
+
+
+def task_arithmetic_stored(out: Tensor, base: Tensor, tensors: list[Tensor], *, weight: list[float] = 1.0,  # type: ignore[assignment]
+                           lambda_: float = 1.0) -> bool:
+    """The same merge read straight from the stored (bf16 / float32) inputs into ``out`` in one fused CPU pass
+    (``study.fused_cpu``, bit for bit the function above); False leaves it to the driver's block-wise path."""
+    from study.fused_cpu import task_arithmetic_into
+
+    return task_arithmetic_into(out, base, tensors, [float(w) for w in per_model(weight, len(tensors))], float(lambda_))
+
+
+task_arithmetic.stored_kernel = task_arithmetic_stored  # type: ignore[attr-defined]
