@@ -138,26 +138,34 @@ def _base_line(ax: Any, reference: pd.DataFrame | None, base: str, column: str) 
     return list(ref.k)
 
 
+def _relative_curves(part: pd.DataFrame, reference: pd.DataFrame | None, labels: dict[str, str], measure: str,
+                     base_column: str, level: dict[str, Any], ylabel: str) -> Any:
+    """A measure relative to a level against k (figures 3 and 6): per base, the horizontal line ``level``
+    (``axhline``'s keywords), the base-unchanged line from ``reference``'s ``base_column`` and every series'
+    ``<measure>_mean`` with its ``_ci_low``/``_ci_high`` band."""
+    bases = sorted(set(part.base))
+    styles = _styles(part)
+    fig, axes = panel_grid(len(bases))
+    ks: list[int] = []
+    for ax, base in zip(axes, bases):
+        mine = part[part.base == base]
+        ax.axhline(**level)
+        ks += _base_line(ax, reference, base, base_column) + list(mine.k)
+        _series(mine, f"{measure}_mean", labels, styles, ax, (f"{measure}_ci_low", f"{measure}_ci_high"))
+        ax.set_title(base)
+    _integer_ks(axes[0], ks)
+    outer_labels(axes, K_AXIS, ylabel)
+    _legend(fig, axes, _keys(part))
+    return fig
+
+
 def rel_gain_curves(summary: pd.DataFrame, labels: dict[str, str], reference: pd.DataFrame | None = None) -> Any:
     """Figure 3: relative gain over the best single checkpoint. Above 0 the merge beats its best single, yet
     below the base line (dashed red, from ``reference``) it is still worse than not merging: when every expert
     scores below the base, returning the base unchanged already has a positive relative gain, so merely
     shrinking towards the base looks like constructive interference."""
-    bases = sorted(set(summary.base))
-    styles = _styles(summary)
-    fig, axes = panel_grid(len(bases))
-    ks: list[int] = []
-    for ax, base in zip(axes, bases):
-        part = summary[summary.base == base]
-        ax.axhline(0.0, color="black", linewidth=0.9)
-        ks += _base_line(ax, reference, base, "base_rel_gain_best_single") + list(part.k)
-        _series(part, "rel_gain_best_single_mean", labels, styles, ax,
-                ("rel_gain_best_single_ci_low", "rel_gain_best_single_ci_high"))
-        ax.set_title(base)
-    _integer_ks(axes[0], ks)
-    outer_labels(axes, K_AXIS, "relative gain over best single")
-    _legend(fig, axes, _keys(summary))
-    return fig
+    return _relative_curves(summary, reference, labels, "rel_gain_best_single", "base_rel_gain_best_single",
+                            {"y": 0.0, "color": "black", "linewidth": 0.9}, "relative gain over best single")
 
 
 def largest_k_gains(task_gains: pd.DataFrame) -> pd.DataFrame:
@@ -225,21 +233,10 @@ def length_curves(lengths: pd.DataFrame, labels: dict[str, str]) -> Any:
 def normalised_curves(summary: pd.DataFrame, reference: pd.DataFrame, labels: dict[str, str]) -> Any:
     """Figure 6: the normalised score (merged / each expert on its own task, averaged over the subset's experts)
     against k. 1 (dashed dark grey) is every expert's own-task score kept; the dashed red line is the base's."""
-    part = summary.dropna(subset=["normalised_mean"])
-    bases = sorted(set(part.base))
-    styles = _styles(part)
-    fig, axes = panel_grid(len(bases))
-    ks: list[int] = []
-    for ax, base in zip(axes, bases):
-        mine = part[part.base == base]
-        ax.axhline(1.0, color="0.2", linestyle=DASHED, linewidth=1.0, label="experts on their own tasks (1)")
-        ks += _base_line(ax, reference, base, "base_normalised") + list(mine.k)
-        _series(mine, "normalised_mean", labels, styles, ax, ("normalised_ci_low", "normalised_ci_high"))
-        ax.set_title(base)
-    _integer_ks(axes[0], ks)
-    outer_labels(axes, K_AXIS, "normalised score (merged / expert)")
-    _legend(fig, axes, _keys(part))
-    return fig
+    return _relative_curves(summary.dropna(subset=["normalised_mean"]), reference, labels, "normalised",
+                            "base_normalised", {"y": 1.0, "color": "0.2", "linestyle": DASHED, "linewidth": 1.0,
+                                                "label": "experts on their own tasks (1)"},
+                            "normalised score (merged / expert)")
 
 
 def paired_matrix(paired: pd.DataFrame, labels: dict[str, str]) -> Any:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from study.errors import MethodError
+from study.methods.calibrated import pass_statistics
 from study.methods.common import task_vectors, weighted_sum
 from study.methods.schema import merge_method
 from study.methods.ties import TIES_RANGES, ties_delta, ties_prepass
@@ -97,9 +98,7 @@ def aim(
         delta = lambda_ * ties_delta(base, tensors, weight, density, trim_scope, context, tensor_name, normalize)
     else:
         delta = lambda_ * weighted_sum(task_vectors(base, tensors), weight)
-    statistics = (context or {}).get("statistics")
-    if statistics is None:
-        raise RuntimeError(f"aim needs the statistics pass's calibration activations (tensor {tensor_name})")
+    statistics = pass_statistics(context, "aim", "calibration activations", tensor_name)
     mean_abs = statistics.base("act_abs_mean", tensor_name or "")
     if mean_abs is None or base.dim() != 2:
         return base + delta

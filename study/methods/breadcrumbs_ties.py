@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from study.methods.breadcrumbs import BAND_NOTE, BAND_RANGES
 from study.methods.schema import merge_method
-from study.methods.task_vector_family import OutlierBand, Recipe, SignElection, merge
+from study.methods.task_vector_family import MERGED_LAMBDA, OutlierBand, Recipe, SignElection, election_weight, merge
 
 
 @merge_method(
@@ -21,24 +22,16 @@ from study.methods.task_vector_family import OutlierBand, Recipe, SignElection, 
     "mergekit's breadcrumbs_ties)",
     version=1,
     ranges={
-        "density": {"low": 0.0, "low_open": True, "high": 1.0,
-                    "help": "fraction of each tensor's task-vector entries kept: floor(density*n), the largest "
-                            "below the outliers; 1 keeps all"},
-        "gamma": {"low": 0.0, "high": 1.0,
-                  "help": "fraction of each tensor's largest-magnitude entries dropped as outliers: floor(gamma*n), "
-                          "fewer when they and the kept band do not both fit"},
-        "weight": {"help": "per-model weight w_i: scales model i's banded task vector in the sign election, the "
-                           "agreeing sum and the divisor"},
-        "lambda": {"help": "scale of the merged task vector added to the base"},
+        **BAND_RANGES,
+        "weight": election_weight("banded"),
+        "lambda": MERGED_LAMBDA,
         "normalize": {"help": "divide each entry by the summed weights of the models that agree with its elected "
                               "sign; false (mergekit's breadcrumbs_ties default) keeps the agreeing weighted sum"},
     },
     mergekit_note="Same as mergekit's breadcrumbs_ties (rescale false, its default; normalize true or false) "
-    "except: equal magnitudes at the band's edges are ranked by position (a stable sort), mergekit's sort is not "
-    "stable, so on ties (bf16 checkpoints) the entries kept may differ; one density and gamma for all models "
-    "(mergekit's are per model, default density 1.0 = keep all). The sign is elected on the weighted deltas, as "
-    "mergekit does; an entry counts as agreeing by the sign of tau_i, mergekit's by that of w_i * tau_i (the same "
-    "unless a weight is negative). mergekit's rescale: true (L1-norm matching) is not offered.",
+    "except: " + BAND_NOTE + " The sign is elected on the weighted deltas, as mergekit does; an entry counts as "
+    "agreeing by the sign of tau_i, mergekit's by that of w_i * tau_i (the same unless a weight is negative). "
+    "mergekit's rescale: true (L1-norm matching) is not offered.",
 )
 def breadcrumbs_ties(
     base: Tensor,

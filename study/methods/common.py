@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -232,11 +234,49 @@ ALPHA_APPLIES_HELP = (
     "no effect, theta = base + merged (the study fork at 3f031f3, where the subspace result replaced the scaled "
     "delta, so the study's v1 effectively used alpha 1)"
 )
+ALPHA_RANGES: dict[str, dict[str, Any]] = {
+    "alpha": {"help": "scale of the merged task vector added to the base (the study fork's lambda; see alpha_applies)"},
+    "alpha_applies": {"help": ALPHA_APPLIES_HELP},
+}
+"""``alpha`` and ``alpha_applies`` of the study fork's subspace methods (``tsv_merge``, ``iso_c``)."""
+ALPHA_APPLIES_NOTE = "alpha_applies: false is the fork before 903c139, where lambda had no effect."
+USE_BASE_HELP = (
+    "true: interpolate the task vectors theta_i - theta_0 and add the base back (mergekit with a base_model); "
+    "false: interpolate the checkpoints' weights, base unused (mergekit without one)"
+)
+"""``use_base`` of mergekit's spherical methods that take a base only optionally (``nuslerp``, ``multislerp``)."""
 
 
 def mean_of(tensors: list[Tensor]) -> Tensor:
     """The unweighted mean, the subspace methods' rule for tensors outside their SVD scope."""
     return weighted_sum(tensors, [1.0] * len(tensors)) / len(tensors)
+
+
+def subspace_merge(base: Tensor, tensors: list[Tensor], tensor_name: str | None, alpha: float,
+                   matrix_delta: Callable[[list[Tensor]], Tensor]) -> Tensor:
+    """θ₀ + α · ``matrix_delta(τ₁, …, τ_T)`` on a tensor in the subspace methods' scope (``is_2d_non_embedding``),
+    θ₀ + α · the mean of the τᵢ on any other tensor."""
+    deltas = task_vectors(base, tensors)
+    if is_2d_non_embedding(tensor_name, base):
+        return base + alpha * matrix_delta(deltas).to(base.device)
+    return base + alpha * mean_of(deltas)
+
+
+def stack_top_triplets(matrices: Iterable[Tensor], b: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Stacked factors U (rows × r), S (r), Vᵀ (r × cols) of ``like``'s shape, r = min(rows, cols): block i
+    holds the top ``b`` singular triplets of the i-th matrix, entries past the last block stay zero (TSV-M's
+    layout; Iso-CTS's task blocks). ``matrices`` may be a generator, so only one is in memory at a time."""
+    rows, cols = like.shape
+    r = min(rows, cols)
+    u = like.new_zeros(rows, r)
+    s = like.new_zeros(r)
+    vh = like.new_zeros(r, cols)
+    for i, matrix in enumerate(matrices):
+        ui, si, vhi = svd(matrix)
+        u[:, i * b : (i + 1) * b] = ui[:, :b]
+        s[i * b : (i + 1) * b] = si[:b]
+        vh[i * b : (i + 1) * b, :] = vhi[:b, :]
+    return u, s, vh
 
 
 def svd(matrix: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from study.methods.task_vector_family import RandomDrop, Recipe, SignElection, merge
+from study.methods.dare_linear import DROP_NOTE, DROP_RANGES
 from study.methods.schema import merge_method
+from study.methods.task_vector_family import MERGED_LAMBDA, RandomDrop, Recipe, SignElection, merge
 
 
 @merge_method(
@@ -18,20 +19,12 @@ from study.methods.schema import merge_method
     reference="Yu et al. 2024, Language Models are Super Mario (DARE), https://arxiv.org/abs/2311.03099",
     version=1,
     ranges={
-        "density": {"low": 0.0, "low_open": True, "high": 1.0,
-                    "help": "probability that a task-vector entry is kept (1 - drop rate); survivors are "
-                            "divided by density; 1 keeps all"},
-        "seed": {"low": 0, "help": "seeds the drop masks, drawn per (seed, model index, tensor name): the same "
-                                   "masks in any process and on any device"},
+        **DROP_RANGES,
         "weight": {"help": "per-model weight w_i of model i's dropped and rescaled task vector in the sign "
                            "election, the agreeing sum and the divisor"},
-        "lambda": {"help": "scale of the merged task vector added to the base"},
+        "lambda": MERGED_LAMBDA,
     },
-    mergekit_note="Not mergekit's semantics: ours divides the kept entries by density (the paper's rescale, exact "
-    "in expectation), mergekit (rescale: true, its default) multiplies them by |tau|_1 / |kept tau|_1 per tensor; "
-    "ours draws each mask from a generator seeded by (seed, model index, tensor name), mergekit from torch's "
-    "global generator, so no mask is shared; one density for all models (mergekit's is per model, default 1.0 = "
-    "no drop). After the drop, ours is TIES' disjoint mean (the agreeing entries divided by their "
+    mergekit_note=DROP_NOTE + " After the drop, ours is TIES' disjoint mean (the agreeing entries divided by their "
     "weights, as our ties and mergekit's ties with normalize: true); mergekit's dare_ties defaults to normalize: "
     "false (the agreeing sum, undivided). The sign is elected on the weighted deltas, as mergekit does.",
 )

@@ -14,7 +14,15 @@ from typing import Literal
 from torch import Tensor
 
 from study.methods.schema import merge_method
-from study.methods.task_vector_family import MAGPRUNE_RANGES, MagPrune, Recipe, SignElection, merge
+from study.methods.task_vector_family import (
+    MAGPRUNE_RANGES,
+    MERGED_LAMBDA,
+    MagPrune,
+    Recipe,
+    SignElection,
+    election_weight,
+    merge,
+)
 
 DELLA_NOTE = (
     "Equal to mergekit's {name} when rescale is l1 (mergekit's rescale: true, its default) or none (rescale: "
@@ -35,9 +43,8 @@ DELLA_NOTE = (
     version=1,
     ranges={
         **MAGPRUNE_RANGES,
-        "weight": {"help": "per-model weight w_i: scales model i's pruned task vector in the sign election, the "
-                           "agreeing sum and the divisor"},
-        "lambda": {"help": "scale of the merged task vector added to the base"},
+        "weight": election_weight("pruned"),
+        "lambda": MERGED_LAMBDA,
         "normalize": {"help": "divide each entry by the summed weights of the models that agree with its elected "
                               "sign (mergekit's della default, true); false keeps the agreeing weighted sum"},
     },

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from study.methods.della import DELLA_NOTE
 from study.methods.schema import merge_method
-from study.methods.task_vector_family import MAGPRUNE_RANGES, MagPrune, Recipe, Sum, merge
+from study.methods.task_vector_family import MAGPRUNE_RANGES, SUMMED_LAMBDA, MagPrune, Recipe, Sum, merge, sum_weight
 
 
 @merge_method(
@@ -22,8 +22,8 @@ from study.methods.task_vector_family import MAGPRUNE_RANGES, MagPrune, Recipe, 
     version=1,
     ranges={
         **MAGPRUNE_RANGES,
-        "weight": {"help": "per-model weight w_i of model i's pruned and rescaled task vector in the sum"},
-        "lambda": {"help": "scale of the summed task vectors added to the base"},
+        "weight": sum_weight("pruned and rescaled"),
+        "lambda": SUMMED_LAMBDA,
     },
     mergekit_note=DELLA_NOTE.format(name="della_linear") + " The combination is mergekit's with normalize: "
     "false (its default), theta_0 + lambda * sum(w_i * pruned tau_i); mergekit's normalize: true (divide by the "

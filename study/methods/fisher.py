@@ -16,16 +16,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from study.methods.regmean import CALIBRATION_HELP, SEQUENCES_HELP
+from study.methods.calibrated import CALIBRATION_RANGES, checkpoint_statistic, pass_statistics
 from study.methods.schema import merge_method
-from study.statistics.spec import StatisticRequest, parse_calibration
+from study.statistics.spec import StatisticRequest
 
 
 def fisher_statistics(params: dict[str, Any]) -> list[StatisticRequest]:
     """Each checkpoint's diagonal Fisher per parameter."""
-    calibration = parse_calibration(str(params.get("calibration", "zoo")), sequences=int(params.get("sequences", 64)),
-                                    method="fisher")
-    return [StatisticRequest(statistic="fisher_diag", of="checkpoints", calibration=calibration)]
+    return checkpoint_statistic(params, "fisher_diag", "fisher")
 
 
 def fisher_average(tensors: list[Tensor], fishers: list[Tensor] | None, weight: list[float], floor: float) -> Tensor:
@@ -43,8 +41,7 @@ def fisher_average(tensors: list[Tensor], fishers: list[Tensor] | None, weight: 
     reference="Matena & Raffel 2022, Merging Models with Fisher-Weighted Averaging, https://arxiv.org/abs/2111.09832",
     version=1,
     ranges={
-        "calibration": {"help": CALIBRATION_HELP},
-        "sequences": {"low": 1, "help": SEQUENCES_HELP},
+        **CALIBRATION_RANGES,
         "floor": {"low": 0.0, "low_open": True,
                   "help": "epsilon added to every Fisher value before weighting (FusionBench's minimal_fisher_weight, "
                           "1e-6): keeps entries no model's loss depends on defined (there: the w-weighted mean)"},
@@ -70,7 +67,5 @@ def fisher(
     context: dict[str, Any] | None = None,
 ) -> Tensor:
     """Each entry the average of the checkpoints' entries weighted by their Fisher information."""
-    statistics = (context or {}).get("statistics")
-    if statistics is None:
-        raise RuntimeError(f"fisher needs the statistics pass's Fisher diagonals (tensor {tensor_name})")
+    statistics = pass_statistics(context, "fisher", "Fisher diagonals", tensor_name)
     return fisher_average(tensors, statistics.checkpoints("fisher_diag", tensor_name or ""), weight, floor)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from study.methods.common import ALPHA_APPLIES_HELP, is_2d_non_embedding, mean_of, svd, task_vectors, weighted_sum
+from study.methods.common import ALPHA_APPLIES_NOTE, ALPHA_RANGES, subspace_merge, svd, weighted_sum
 from study.methods.schema import merge_method
 
 
@@ -26,20 +26,14 @@ def iso_c_delta(deltas: list[Tensor]) -> Tensor:
     reference="Marczak et al. 2025, No Task Left Behind: Isotropic Model Merging with Common and "
     "Task-Specific Subspaces, https://arxiv.org/abs/2502.04959",
     version=1,
-    ranges={"alpha": {"help": "scale of the merged task vector added to the base (the study fork's lambda; "
-                                "see alpha_applies)"},
-            "alpha_applies": {"help": ALPHA_APPLIES_HELP}},
+    ranges=ALPHA_RANGES,
     mergekit_note="Not in mergekit 0.1.5. Reference: danielm1405/iso-merging d34010a (written for CLIP) with the "
     "study fork's LLM scope (kaganhitit11/mergekit, mergekit PR #639), matched to float32 precision; "
-    "alpha_applies: false is the fork before 903c139, where lambda had no effect.",
+    + ALPHA_APPLIES_NOTE,
 )
 def iso_c(
     base: Tensor, tensors: list[Tensor], *, alpha: float = 1.0, alpha_applies: bool = True,
     tensor_name: str | None = None,
 ) -> Tensor:
     """Flatten the spectrum of the summed task vector, add alpha times the result."""
-    deltas = task_vectors(base, tensors)
-    alpha = alpha if alpha_applies else 1.0
-    if is_2d_non_embedding(tensor_name, base):
-        return base + alpha * iso_c_delta(deltas).to(base.device)
-    return base + alpha * mean_of(deltas)
+    return subspace_merge(base, tensors, tensor_name, alpha if alpha_applies else 1.0, iso_c_delta)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from study.methods.common import is_2d_non_embedding, mean_of, orthogonalise, svd, task_vectors, weighted_sum
+from study.methods.common import orthogonalise, stack_top_triplets, subspace_merge, svd, weighted_sum
 from study.methods.schema import merge_method
 
 
@@ -35,14 +35,7 @@ def iso_cts_delta(deltas: list[Tensor], fraction: float) -> Tensor:
     k_c, d = split_rank(r, t, fraction)
     uc, sc, vhc = svd(weighted_sum(deltas, [1.0] * t))
     uc, sc, vhc = uc[:, :k_c], sc[:k_c], vhc[:k_c, :]
-    u = deltas[0].new_zeros(rows, r)
-    s = deltas[0].new_zeros(r)
-    vh = deltas[0].new_zeros(r, cols)
-    for i, tv in enumerate(deltas):
-        ui, si, vhi = svd(tv - uc @ (uc.T @ tv))
-        u[:, i * d : (i + 1) * d] = ui[:, :d]
-        s[i * d : (i + 1) * d] = si[:d]
-        vh[i * d : (i + 1) * d, :] = vhi[:d, :]
+    u, s, vh = stack_top_triplets((tv - uc @ (uc.T @ tv) for tv in deltas), d, deltas[0])
     u[:, t * d :] = uc
     s[t * d :] = sc
     vh[t * d :, :] = vhc
@@ -74,7 +67,4 @@ def iso_cts(
     tensor_name: str | None = None,
 ) -> Tensor:
     """Common plus task-specific singular directions, decorrelated, with a flat spectrum."""
-    deltas = task_vectors(base, tensors)
-    if is_2d_non_embedding(tensor_name, base):
-        return base + alpha * iso_cts_delta(deltas, common_space_fraction).to(base.device)
-    return base + alpha * mean_of(deltas)
+    return subspace_merge(base, tensors, tensor_name, alpha, lambda t: iso_cts_delta(t, common_space_fraction))

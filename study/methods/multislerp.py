@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from study.errors import MethodError
-from study.methods.common import per_model, weighted_sum
+from study.methods.common import USE_BASE_HELP, per_model, weighted_sum
 from study.methods.schema import merge_method
 
 
@@ -59,9 +59,7 @@ def multislerp_vectors(vectors: list[Tensor], weight: list[float], eps: float, n
                                       "false uses them as given, which also scales the result"},
         "eps": {"low": 0.0, "low_open": True,
                 "help": "added to every norm before dividing by it; also the shortest mean direction accepted"},
-        "use_base": {"help": "true: interpolate the task vectors theta_i - theta_0 and add the base back (mergekit "
-                             "with a base_model); false: interpolate the checkpoints' weights, base unused (mergekit "
-                             "without one)"},
+        "use_base": {"help": USE_BASE_HELP},
     },
     mergekit_note="Same as mergekit's multislerp to float32 rounding (its tangent-space average is zero in exact "
     "arithmetic, so the closed form is computed). Task vectors exactly when use_base, which stands for mergekit's "

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from study.methods.common import per_model
+from study.methods.common import USE_BASE_HELP, per_model
 from study.methods.schema import merge_method
 
 NORM_FLOOR = 1e-7
@@ -64,9 +64,7 @@ def slerp_last_dim(t: float, a: Tensor, b: Tensor) -> Tensor:
                                     "nuslerp_row_wise, each column) is interpolated on its own"},
         "nuslerp_row_wise": {"help": "with nuslerp_flatten false: interpolate the vectors along the first dimension "
                                      "(columns of a matrix) instead of along the last (rows); mergekit's name"},
-        "use_base": {"help": "true: interpolate the task vectors theta_i - theta_0 and add the base back (mergekit "
-                             "with a base_model); false: interpolate the checkpoints' weights, base unused (mergekit "
-                             "without one)"},
+        "use_base": {"help": USE_BASE_HELP},
     },
     mergekit_note="Same as mergekit's nuslerp, parameters included; mergekit interpolates task vectors exactly "
     "when its configuration has a base_model, which is use_base here (a merge here always has a base for the "

@@ -20,20 +20,14 @@ import torch
 from torch import Tensor
 
 from study.errors import MethodError
+from study.methods.calibrated import CALIBRATION_RANGES, checkpoint_statistic, pass_statistics
 from study.methods.schema import merge_method
-from study.statistics.spec import StatisticRequest, parse_calibration
-
-CALIBRATION_HELP = ("text each checkpoint is run on: zoo (the mini zoo's training mixture), "
-                    "lm_eval:<task>[:train|:validation] (never the evaluated split) or a UTF-8 text file's path "
-                    "(one sequence per non-empty line; cached by content)")
-SEQUENCES_HELP = "how many calibration sequences (of at most 512 tokens) each checkpoint is run on"
+from study.statistics.spec import StatisticRequest
 
 
 def regmean_statistics(params: dict[str, Any]) -> list[StatisticRequest]:
     """Each checkpoint's input Gram matrix per linear layer."""
-    calibration = parse_calibration(str(params.get("calibration", "zoo")), sequences=int(params.get("sequences", 64)),
-                                    method="regmean")
-    return [StatisticRequest(statistic="gram", of="checkpoints", calibration=calibration)]
+    return checkpoint_statistic(params, "gram", "regmean")
 
 
 def scale_off_diagonal(gram: Tensor, alpha: float) -> Tensor:
@@ -61,8 +55,7 @@ def regmean_solve(weights: list[Tensor], grams: list[Tensor], alpha: float, name
     version=1,
     min_k=1,
     ranges={
-        "calibration": {"help": CALIBRATION_HELP},
-        "sequences": {"low": 1, "help": SEQUENCES_HELP},
+        **CALIBRATION_RANGES,
         "off_diagonal_scale": {"low": 0.0, "high": 1.0,
                                "help": "alpha: off-diagonal Gram entries are multiplied by it (1 = exact least "
                                        "squares, 0 = per-channel weighted mean); MergeBench's LLM runs use 0.1"},
@@ -84,9 +77,7 @@ def regmean(
     context: dict[str, Any] | None = None,
 ) -> Tensor:
     """Linear layers: the least-squares merge of their outputs on calibration inputs; other tensors: the mean."""
-    statistics = (context or {}).get("statistics")
-    if statistics is None:
-        raise RuntimeError(f"regmean needs the statistics pass's Gram matrices (tensor {tensor_name})")
+    statistics = pass_statistics(context, "regmean", "Gram matrices", tensor_name)
     grams = statistics.checkpoints("gram", tensor_name or "") if base.dim() == 2 else None
     if grams is None:
         return torch.stack(tensors).mean(0)

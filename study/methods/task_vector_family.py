@@ -386,3 +386,20 @@ MAGPRUNE_RANGES: dict[str, dict[str, Any]] = {
                                "the same masks in any process, on any device and in any checkpoint order"},
     "rescale": {"help": MAGPRUNE_RESCALE_HELP},
 }
+
+MERGED_LAMBDA: dict[str, Any] = {"help": "scale of the merged task vector added to the base"}
+"""λ of a member whose consensus is a merge (``SignElection``): θ₀ + λ · merged."""
+SUMMED_LAMBDA: dict[str, Any] = {"help": "scale of the summed task vectors added to the base"}
+"""λ of a member whose consensus is ``Sum``: θ₀ + λ Σ wᵢ τ̃ᵢ."""
+
+
+def sum_weight(thinned: str) -> dict[str, Any]:
+    """The per-model weight of a member whose consensus is ``Sum``; ``thinned`` names what its sparsifier made
+    of τᵢ (one definition, so the members' help texts differ only there)."""
+    return {"help": f"per-model weight w_i of model i's {thinned} task vector in the sum"}
+
+
+def election_weight(thinned: str) -> dict[str, Any]:
+    """The per-model weight of a member whose consensus is ``SignElection``, as ``sum_weight``."""
+    return {"help": f"per-model weight w_i: scales model i's {thinned} task vector in the sign election, the "
+                    f"agreeing sum and the divisor"}

@@ -22,10 +22,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from study.methods.common import KEEP_ALL, TopK, disjoint_parts, keep_count
+from study.methods.common import KEEP_ALL, TopK, blocks, disjoint_parts, keep_count
 from study.methods.task_vector_family import (
     GLOBAL_CUTS,
     GLOBAL_QUOTAS,
+    MERGED_LAMBDA,
     Recipe,
     SignElection,
     TopMagnitude,
@@ -184,7 +185,7 @@ TIES_RANGES = {
     ranges={**TIES_RANGES,
             "weight": {"help": "per-model weight w_i: scales model i's trimmed task vector in the sign election, "
                                "in the agreeing sum and in the divisor"},
-            "lambda": {"help": "scale of the merged task vector added to the base"}},
+            "lambda": MERGED_LAMBDA},
     prepass=ties_prepass,
     mergekit_note="Same as mergekit's ties (normalize true or false, rescale false) except: among equal magnitudes "
     "at the trim threshold ours keeps the lowest flat indices, mergekit's unstable argsort whichever its sort "
@@ -207,3 +208,36 @@ def ties(
 ) -> Tensor:
     """Trim each task vector to its top-``density`` entries, elect signs, average agreeing entries."""
     return base + lambda_ * ties_delta(base, tensors, weight, density, trim_scope, context, tensor_name, normalize)
+
+
+STORED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def ties_stored(
+    out: Tensor,
+    base: Tensor,
+    tensors: list[Tensor],
+    *,
+    weight: list[float] = 1.0,  # type: ignore[assignment]
+    density: float = 0.2,
+    lambda_: float = 1.0,
+    trim_scope: Literal["tensor", "global"] = "tensor",
+    normalize: bool = True,
+    tensor_name: str | None = None,
+    context: dict[str, Any] | None = None,
+) -> bool:
+    """``ties`` from the stored-dtype CPU inputs into ``out`` (the driver's ``stored_kernel``), bit for bit: the
+    checkpoints stay as stored (bf16 / fp16 / fp32 convert to float32 exactly, so ``t - base`` on them equals
+    it on float32 copies) and are converted one model or one block at a time, and ``base + λ·delta`` runs block
+    by block: about k float32 copies of the tensor less in memory. False for other dtypes (the driver's path)."""
+    if any(t.dtype not in STORED_DTYPES for t in [base, *tensors]):
+        return False
+    b = base.to(torch.float32)
+    delta = merged_delta(b, tensors, ties_recipe(density, trim_scope, normalize), weight, tensor_name, context)
+    flat_out, flat_b, flat_delta = out.view(-1), b.reshape(-1), delta.view(-1)
+    for block in blocks(flat_out.numel(), "cpu"):
+        flat_out[block] = flat_b[block] + lambda_ * flat_delta[block]
+    return True
+
+
+ties.stored_kernel = ties_stored  # type: ignore[attr-defined]
