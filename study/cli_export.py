@@ -21,7 +21,8 @@ def export(
                                                          "(the cell_id column of the report's scores.parquet)"),
     out: Path = typer.Option(..., "--out", metavar="DIR", help="output Hugging Face model directory (a new one)"),
     push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", metavar="REPO",
-                                              help="then upload DIR to this hub model repository (created if missing)"),
+                                              help="then upload DIR to this hub model repository (created if "
+                                                   "missing; NAME alone: your namespace)"),
     private: bool = typer.Option(False, "--private", help="with --push-to-hub: create the repository private"),
     force: bool = typer.Option(False, "--force", help="replace --out when it holds a previous export (never any "
                                                       "other directory)"),
@@ -34,21 +35,22 @@ def export(
 
     Example: merge-study export sweeps/smoke.yaml 3f2a9c01 --out exported/best --push-to-hub me/best-merge
     """
-    from study.export import export_cell, find_cell, push
+    from study.export import export_cell, find_cell, push, push_target
     from study.prepare import prepare
     from study.store import Store
 
     ctx = prepare(sweep, zoo_root=zoo)
     st = Store(store if store is not None else Path("results") / ctx.sweep.name, create=False)
     chosen = find_cell(ctx.plan, cell)
+    repo = push_target(push_to_hub) if push_to_hub else None  # a token the hub refuses fails before the merge
     t0 = time.perf_counter()
     done = export_cell(ctx, st, chosen, out, force=force, device=device)
     for note in done.notes:
         typer.echo(f"note: {note}", err=True)
     typer.echo(f"wrote {out} ({chosen.describe()}, merged on {done.device}, mergekit equivalent: {done.mergekit}; "
                f"{time.perf_counter() - t0:.1f} s)")
-    if push_to_hub:
-        typer.echo(f"pushed {out} to {push_to_hub}: {push(out, push_to_hub, private=private)}")
+    if repo:
+        typer.echo(f"pushed {out} to {repo}: {push(out, repo, private=private)}")
 
 
 @app.command("export-results")

@@ -13,6 +13,11 @@ identity, the cell's scores with standard errors next to the base's, the harness
 cell ran with, and the mergekit configuration that computes the same merge. That configuration is only given
 when ``study.mergekit_config`` maps it back onto this very method and these parameters for every tensor, or
 when the cell ran through mergekit itself (``mergekit:<name>``); otherwise the card says why there is none.
+
+``--push-to-hub`` checks the token with the hub before the merge (a refused token writes nothing), then
+uploads the finished directory with ``huggingface_hub``'s ``create_repo`` and ``upload_folder``. The tests push
+to a local hub (``tests/fixtures/hub_server.py``) that takes every file inline; the real hub's Xet transfer of
+the weights is not exercised by them.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 
 from study.errors import UserError
 from study.merged_dir import MARKER, Staging, check_output
-from study.plan import BASE, ENSEMBLE, SINGLE, Cell
+from study.plan import BASE, ENSEMBLE, FUSION, SINGLE, Cell
 
 CARD = "README.md"
 EXPORT_KEY = "exported_cell"
@@ -66,6 +71,9 @@ def exportable(ctx: Any, store: Any, cell: Cell) -> Any:
     if cell.method == ENSEMBLE:
         raise UserError(f"cell {cell.cell_id} is an output ensemble of {cell.k} models, not one model: nothing to "
                         f"export")
+    if cell.kind == FUSION:
+        raise UserError(f"cell {cell.cell_id} is a fusion cell: its model was trained, not merged, and export "
+                        f"re-merges a merge cell bit for bit; a fusion cell's weights are not kept")
     record = store.get(cell.cell_id)
     if record is None or record.status != Outcome.DONE:
         state = "has no record" if record is None else f"is {record.status}"
@@ -342,23 +350,82 @@ def _revision(model: Any) -> list[str]:
     if model.identity.startswith("hub:"):
         asked = f" (asked: {model.ref.revision})" if model.ref.revision else ""
         return [f"{model.path.name}{asked}", model.identity]
-    return ["zoo" if model.label.startswith("zoo:") else "local directory", model.identity]
+    from study.zoo.names import split_model_ref
+
+    return ["zoo" if split_model_ref(model.label) else "local directory", model.identity]
+
+
+def push_target(repo: str) -> str:
+    """The full id (``namespace/name``) that ``--push-to-hub repo`` will create or update, checked before anything
+    is merged or written: a valid id, the hub reachable and online, and a token it accepts as one that may write
+    (``whoami``). A bare ``name`` goes to the token's own namespace, as ``create_repo`` would put it."""
+    from huggingface_hub.errors import HFValidationError, HfHubHTTPError, LocalTokenNotFoundError
+    from huggingface_hub.utils import validate_repo_id
+
+    from study.hub.client import endpoint, hub_api, offline, unreachable_errors
+
+    flag = f"--push-to-hub {repo}"
+    try:
+        validate_repo_id(repo)
+    except HFValidationError as exc:
+        raise UserError(f"{flag}: not a hub repository id ({_first_line(exc)}): give NAME or NAMESPACE/NAME; nothing "
+                        f"was written") from None
+    if offline():
+        raise UserError(f"{flag}: HF_HUB_OFFLINE is set: unset it to push; nothing was written")
+    try:
+        me = hub_api().whoami()
+    except LocalTokenNotFoundError:
+        raise UserError(f"{flag}: no hub token: log in with `hf auth login` or set HF_TOKEN to a write token; nothing "
+                        f"was written") from None
+    except unreachable_errors() as exc:
+        raise UserError(f"{flag}: the hub at {endpoint()} cannot be reached ({type(exc).__name__}): check the network "
+                        f"and HF_ENDPOINT; nothing was written") from None
+    except HfHubHTTPError as exc:
+        status = _status(exc)
+        if status == 401:
+            raise UserError(f"{flag}: the hub at {endpoint()} does not accept your token (HTTP 401): log in again "
+                            f"with `hf auth login` or set HF_TOKEN to a valid write token; nothing was "
+                            f"written") from None
+        raise UserError(f"{flag}: the hub at {endpoint()} answered HTTP {status} ({_first_line(exc)}) when asked "
+                        f"whose the token is: try again later; nothing was written") from None
+    role = me.get("auth", {}).get("accessToken", {}).get("role")
+    if role == "read":
+        raise UserError(f"{flag}: your token ({me.get('name')}) is read-only: log in with a write token (`hf auth "
+                        f"login`, or HF_TOKEN); nothing was written")
+    return repo if "/" in repo else f"{me['name']}/{repo}"
 
 
 def push(folder: Path, repo: str, *, private: bool = False) -> str:
-    """Upload an exported directory to the hub repository ``repo`` (created if missing); its URL."""
-    from huggingface_hub import HfApi
+    """Upload an exported directory to the hub repository ``repo`` (``namespace/name``, as ``push_target`` gives
+    it; created if missing, ``private`` then); the commit's URL. Errors are one line that says the export stays
+    complete, since the merge before it took a while."""
     from huggingface_hub.errors import HfHubHTTPError
 
-    api = HfApi()
+    from study.hub.client import endpoint, hub_api, unreachable_errors
+
+    flag, kept = f"--push-to-hub {repo}", f"the export in {folder} is complete: push it again later"
+    api = hub_api()
     try:
-        api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
+        if not api.repo_exists(repo):  # create_repo on an existing repo it may not write fails on a URL check
+            # when the endpoint is not the one huggingface_hub read at import
+            api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
         info = api.upload_folder(folder_path=str(folder), repo_id=repo, repo_type="model",
                                  commit_message=f"merge-study export of {folder.name}")
     except HfHubHTTPError as exc:
-        raise UserError(f"--push-to-hub {repo}: the hub refused ({str(exc).splitlines()[0]}); the export in "
-                        f"{folder} is complete, push it again later") from None
+        raise UserError(f"{flag}: the hub at {endpoint()} refused (HTTP {_status(exc)}: {_first_line(exc)}); "
+                        f"{kept}") from None
+    except unreachable_errors() as exc:
+        raise UserError(f"{flag}: the hub at {endpoint()} cannot be reached ({type(exc).__name__}); {kept}") from None
     except (OSError, ValueError) as exc:
-        raise UserError(f"--push-to-hub {repo}: {type(exc).__name__}: {str(exc).splitlines()[0]} (log in with "
-                        f"`hf auth login` or set HF_TOKEN); the export in {folder} is complete") from None
-    return str(getattr(info, "commit_url", None) or info)
+        raise UserError(f"{flag}: {type(exc).__name__}: {_first_line(exc)}; {kept}") from None
+    return str(info.commit_url)
+
+
+def _status(exc: Any) -> Any:
+    return getattr(getattr(exc, "response", None), "status_code", "?")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The server's own message where the client kept one, else the first non-empty line of the error."""
+    text = getattr(exc, "server_message", None) or str(exc)
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)

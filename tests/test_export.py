@@ -348,15 +348,155 @@ def test_force_replaces_only_a_previous_export(swept, tmp_path):
     assert proc.returncode == 2 and "mine.txt" in proc.stderr
 
 
-def test_push_to_hub_failure_is_one_line_and_keeps_the_export(swept, tmp_path):
-    """No hub is reachable in tests (HF_HUB_OFFLINE=1): the push fails in one line, the export stays whole.
-    A push to a real (or local) hub is not exercised here."""
+# --- item 7: --push-to-hub, to the local hub of tests/fixtures/hub_server.py ------------------------------------
+# It takes every file inline ("regular" upload mode); the real hub's Xet transfer of weights is not exercised.
+
+WRITE_TOKEN = "hf_test_write_me"
+
+
+def posts(hub) -> list[str]:
+    return [r.path for r in hub.log if r.method == "POST"]
+
+
+@pytest.mark.parametrize("upload", ["xet-pipeline", "single-commit"])
+def test_push_to_hub_uploads_the_export_bit_for_bit(swept, online_hub, tmp_path, monkeypatch, upload):
+    """Both of the client's ``upload_folder`` paths (the Xet pipeline it takes with hf_xet installed, and the
+    single commit of HF_HUB_DISABLE_XET): ``snapshot_download`` from the hub gives back every file of the export,
+    byte for byte, and its model card; pushing the same directory again makes no commit."""
+    from huggingface_hub import HfApi, constants, snapshot_download
+
+    from fixtures.hub_server import GITATTRIBUTES
+    from study.export import push, push_target
+    from study.store import Store
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", upload == "single-commit")
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
     sweep, store, ctx = swept
-    out = tmp_path / "pushed"
+    cell = merge_cell(ctx, "task_arithmetic")
+    out = tmp_path / "exported"
+    proc = invoke("export", str(sweep), cell.cell_id, "--store", str(store), "--out", str(out),
+                  "--push-to-hub", "me/merged")
+    repo = online_hub.repos["me/merged"]
+    assert f"pushed {out} to me/merged: {online_hub.url}/me/merged/commit/{repo.commits[-1][0]}" in proc.stdout
+    assert [p for p in posts(online_hub) if p != "/api/validate-yaml"] == [  # no LFS, no Xet: one commit
+        "/api/repos/create", "/api/models/me/merged/preupload/main", "/api/models/me/merged/commit/main"]
+    got = Path(snapshot_download("me/merged", endpoint=online_hub.url, cache_dir=tmp_path / "download"))
+    assert files_of(got) == {**files_of(out), ".gitattributes": GITATTRIBUTES}
+    for name, tensor in tensors(out).items():
+        assert torch.equal(tensors(got)[name], tensor), name
+
+    text = (got / "README.md").read_text()
+    rec = Store(store, create=False).get(cell.cell_id)
+    assert "**task_arithmetic**" in text and "lambda=0.5" in text
+    for label in ("zoo:base", *cell.checkpoints):
+        assert f"| {label} | zoo | {ctx.models[label].identity} |" in text  # revision, content identity
+    for task, entry in rec.scores.items():
+        assert f"| {task} | {entry['metric']} | {entry['score']:.4f} | {entry['stderr']:.4f} |" in text
+    assert f"merge-study {rec.harness_version}" in text and f"lm-eval {rec.machine['lm_eval']}" in text
+    config = yaml.safe_load(text.split("```yaml\n", 1)[1].split("```", 1)[0])
+    assert config["merge_method"] == "task_arithmetic" and len(config["models"]) == cell.k
+    info = HfApi(endpoint=online_hub.url).model_info("me/merged")
+    assert "merge" in info.card_data.tags and not info.private
+
+    commits = len(repo.commits)
+    assert push_target("merged") == "me/merged"  # a bare name: the token's own namespace
+    assert push(out, "me/merged").endswith(repo.commits[-1][0]) and len(repo.commits) == commits  # unchanged files
+
+
+def test_push_to_hub_private(swept, online_hub, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
+    sweep, store, ctx = swept
+    invoke("export", str(sweep), merge_cell(ctx, "linear").cell_id, "--store", str(store), "--out",
+           str(tmp_path / "out"), "--push-to-hub", "me/secret", "--private")
+    assert HfApi(endpoint=online_hub.url).model_info("me/secret").private
+    with pytest.raises(RepositoryNotFoundError):
+        HfApi(endpoint=online_hub.url, token=False).model_info("me/secret")
+
+
+@pytest.mark.parametrize("token, repo, message", [
+    (None, "me/merged", "no hub token: log in with `hf auth login` or set HF_TOKEN"),
+    ("hf_not_a_token", "me/merged", "does not accept your token (HTTP 401)"),
+    ("hf_test_read_me", "me/merged", "your token (me) is read-only"),
+    (WRITE_TOKEN, "me/not a name", "not a hub repository id"),
+    (WRITE_TOKEN, "closed-port", "cannot be reached (ConnectError)"),
+])
+def test_a_push_that_cannot_work_fails_before_the_merge(swept, online_hub, tmp_path, monkeypatch, token, repo,
+                                                        message):
+    """One line, exit 2, and nothing written: neither the export nor anything on the hub."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-saved-token"))
+    if token:
+        monkeypatch.setenv("HF_TOKEN", token)
+    if repo == "closed-port":
+        import socket
+
+        with socket.socket() as s:  # a port nothing listens on
+            s.bind(("127.0.0.1", 0))
+            monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{s.getsockname()[1]}")
+        repo = "me/merged"
+    sweep, store, ctx = swept
+    before = files_of(tmp_path)
+    proc = invoke("export", str(sweep), merge_cell(ctx, "linear").cell_id, "--store", str(store), "--out",
+                  str(tmp_path / "out"), "--push-to-hub", repo, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr and proc.stderr.rstrip().endswith("nothing was written"), proc.stderr
+    assert files_of(tmp_path) == before and "wrote" not in proc.stdout
+    assert posts(online_hub) == [] and set(online_hub.repos) == set(default_repo_ids())
+
+
+def default_repo_ids() -> list[str]:
+    from fixtures.hub_server import default_repos
+
+    return list(default_repos())
+
+
+def test_push_to_hub_offline_fails_before_the_merge(swept, tmp_path):
+    """The test session is offline (HF_HUB_OFFLINE=1)."""
+    sweep, store, ctx = swept
+    before = files_of(tmp_path)
+    proc = invoke("export", str(sweep), merge_cell(ctx, "linear").cell_id, "--store", str(store), "--out",
+                  str(tmp_path / "pushed"), "--push-to-hub", "me/merged", check=False)
+    assert proc.returncode == 2 and "--push-to-hub me/merged: HF_HUB_OFFLINE is set" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and files_of(tmp_path) == before
+
+
+@pytest.mark.parametrize("repo, message", [
+    ("acme/merged", 'HTTP 403: You don\'t have the rights to create a model under the namespace "acme"'),
+    ("acme/base", "HTTP 403: You don't have the rights to write to acme/base"),
+])
+def test_a_push_the_hub_refuses_keeps_the_export(swept, online_hub, tmp_path, monkeypatch, repo, message):
+    """A token that may write, to a namespace that is not its own: the hub refuses at the push, after the merge;
+    one line says so and the export is whole."""
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
+    sweep, store, ctx = swept
+    out = tmp_path / "out"
+    heads = {r: len(online_hub.repos[r].commits) for r in online_hub.repos}
     proc = invoke("export", str(sweep), merge_cell(ctx, "linear").cell_id, "--store", str(store), "--out", str(out),
-               "--push-to-hub", "me/merged", check=False)
-    assert proc.returncode == 2 and "--push-to-hub me/merged" in proc.stderr and proc.stderr.count("\n") == 1
+                  "--push-to-hub", repo, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr and f"the export in {out} is complete" in proc.stderr, proc.stderr
     assert "wrote " in proc.stdout and (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+    assert {r: len(online_hub.repos[r].commits) for r in online_hub.repos} == heads
+
+
+def test_the_local_hub_refuses_writes_without_a_token_it_knows(online_hub, tmp_path):
+    """The server itself: the client's own 401 (and 403) errors for each write endpoint."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    (tmp_path / "f.json").write_text("{}")
+    for token, status in [(False, 401), ("hf_not_a_token", 401), ("hf_test_read_me", 403)]:
+        api = HfApi(endpoint=online_hub.url, token=token)
+        with pytest.raises(HfHubHTTPError) as create:
+            api.create_repo("me/x")
+        with pytest.raises(HfHubHTTPError) as upload:
+            api.upload_file(path_or_fileobj=b"{}", path_in_repo="f.json", repo_id="acme/no-card")
+        assert (create.value.response.status_code, upload.value.response.status_code) == (status, status), token
+    assert "me/x" not in online_hub.repos and len(online_hub.repos["acme/no-card"].commits) == 1
 
 
 # --- evaluation: standard errors, few-shot seeding, code execution --------------------------------------------
