@@ -27,34 +27,25 @@ from typing import Any
 from study.identity import content_digest
 from study.machine import describe_machine
 from study.zoo.catalog import MANIFEST, Zoo, read_zoo, zoo_path, zoo_summary
+from study.zoo.family import DEFAULT, get_family
 from study.zoo.skills import digest, drawer, mixture
-from study.zoo.spec import (
-    BASE_MIXTURE,
-    BASE_SCHEDULE,
-    BASE_STEPS_SHARE,
-    BASE_TABLE_PERCENT,
-    EXPERT_SCHEDULE,
-    EXPERTS,
-    SEED,
-    SHAPE,
-    ZOO_VERSION,
-    own_task,
-    spec,
-    spec_hash,
-)
+from study.zoo.spec import BASE_STEPS_SHARE, BASE_TABLE_PERCENT, SHAPE, ZOO_VERSION
 from study.zoo.tasks import TASKS, write_tasks
 from study.zoo.train import THREADS
 
 
-def build_zoo(root: Path | None = None, *, arch: str = "llama", progress: bool = True) -> Zoo:
-    """The zoo of ``arch`` under ``root`` (default root if None), trained first if it is not complete."""
-    path = zoo_path(root, arch)
+def build_zoo(
+    root: Path | None = None, *, arch: str = "llama", family: str = DEFAULT, progress: bool = True
+) -> Zoo:
+    """The zoo of ``arch`` and ``family`` under ``root`` (default root if None), trained first if it is not
+    complete."""
+    path = zoo_path(root, arch, family)
     built = False
     if not (path / MANIFEST).is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         with _lock(path.parent / f".{path.name}.lock"):
             if not (path / MANIFEST).is_file():
-                _build(path, arch, progress)
+                _build(path, arch, progress, family)
                 built = True
     zoo = read_zoo(path)
     if progress:
@@ -72,7 +63,7 @@ def _lock(lock_file: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _build(path: Path, arch: str, progress: bool) -> None:
+def _build(path: Path, arch: str, progress: bool, family: str = DEFAULT) -> None:
     """Train into ``.<name>.tmp-<pid>`` beside ``path``, then rename it to ``path``. Holds the lock."""
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -81,7 +72,7 @@ def _build(path: Path, arch: str, progress: bool) -> None:
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     tmp.mkdir()
     try:
-        manifest = train_all(tmp, path, arch, progress)
+        manifest = train_all(tmp, path, arch, progress, family=family)
         staged = tmp / f"{MANIFEST}.tmp"
         staged.write_text(json.dumps(manifest, indent=2) + "\n")
         os.replace(staged, tmp / MANIFEST)
@@ -106,22 +97,32 @@ def workers() -> int:
 
 
 def fit(
-    out: Path, arch: str, name: str, progress: bool = False, *, seed: str = SEED, threads: int = THREADS
+    out: Path,
+    arch: str,
+    name: str,
+    progress: bool = False,
+    *,
+    seed: str | None = None,
+    threads: int = THREADS,
+    family: str = DEFAULT,
 ) -> dict[str, float]:
-    """Train model ``name`` (``base``, or an expert from ``out/models/base``) and save it under ``out``.
+    """Train model ``name`` (``base``, or an expert from ``out/models/base``) of ``family`` and save it under
+    ``out``.
 
     A module-level function so that a spawned worker process can run it; returns its timings and loss.
-    ``seed`` and ``threads`` differ from the spec's only in robustness studies (bench/zoo_robustness.py).
+    ``seed`` (default the family's) and ``threads`` differ from the spec's only in robustness studies
+    (bench/zoo_robustness.py). The base is the only model that builds a tokenizer: experts reuse its files.
     """
     from study.zoo.model import init_model, save_model
-    from study.zoo.tokenizer import build_tokenizer
     from study.zoo.train import final_loss, train
 
+    fam = get_family(family)
+    seed = fam.seed if seed is None else seed
     t0, c0 = time.perf_counter(), time.process_time()
     if name == "base":
-        tokenizer = build_tokenizer()
+        tokenizer = fam.build_tokenizer()
         model = init_model(SHAPE, arch, tokenizer, seed=digest(seed, arch, "init") % 2**31)
-        draw, schedule = mixture(BASE_MIXTURE, BASE_STEPS_SHARE, BASE_TABLE_PERCENT), BASE_SCHEDULE
+        draw, schedule = mixture(fam.base_mixture, BASE_STEPS_SHARE, BASE_TABLE_PERCENT), fam.base_schedule
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging
@@ -129,8 +130,8 @@ def fit(
         logging.disable_progress_bar()
         tokenizer = AutoTokenizer.from_pretrained(out / "models" / "base")
         model = AutoModelForCausalLM.from_pretrained(out / "models" / "base")
-        skill, fmt = EXPERTS[name]
-        draw, schedule = drawer(skill, fmt), EXPERT_SCHEDULE
+        skill, fmt = fam.experts[name]
+        draw, schedule = drawer(skill, fmt), fam.expert_schedule
     curve = train(
         model, tokenizer, draw, schedule, seed=digest(seed, arch, name) % 2**31, threads=threads,
         desc=name, progress=progress,
@@ -170,46 +171,54 @@ def train_all(
     arch: str,
     progress: bool,
     *,
-    seed: str = SEED,
+    seed: str | None = None,
     threads: int = THREADS,
     processes: int | None = None,
+    family: str = DEFAULT,
 ) -> dict[str, Any]:
-    """Train every model and write the tasks into ``out`` (to be renamed ``final``); return the manifest.
+    """Train every model of ``family`` and write the tasks into ``out`` (to be renamed ``final``); return the
+    manifest.
 
     ``processes`` (default ``workers()``) trains experts side by side; one trains them in this process.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    fam = get_family(family)
+    seed = fam.seed if seed is None else seed
+    experts = fam.experts
     start = time.perf_counter()
     n = workers() if processes is None else processes
-    _say(progress, f"building the mini zoo ({arch}) at {final}: base, then {len(EXPERTS)} experts x{n}")
-    records = {"base": fit(out, arch, "base", progress, seed=seed, threads=threads)}
+    kind = arch if family == DEFAULT else f"{family} family, {arch}"
+    _say(progress, f"building the mini zoo ({kind}) at {final}: base, then {len(experts)} experts x{n}")
+    records = {"base": fit(out, arch, "base", progress, seed=seed, threads=threads, family=family)}
     _report(progress, "base", records["base"])
     if n == 1:
-        for name in EXPERTS:
-            records[name] = fit(out, arch, name, progress, seed=seed, threads=threads)
+        for name in experts:
+            records[name] = fit(out, arch, name, progress, seed=seed, threads=threads, family=family)
             _report(progress, name, records[name])
     else:
         spawn = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=n, mp_context=spawn) as pool:
             futures = {
-                pool.submit(fit, out, arch, name, seed=seed, threads=threads): name for name in EXPERTS
+                pool.submit(fit, out, arch, name, seed=seed, threads=threads, family=family): name
+                for name in experts
             }
             for future in as_completed(futures):
                 records[futures[future]] = future.result()
                 _report(progress, futures[future], records[futures[future]])
     write_tasks(out, final)
-    digests, zoo_digest = model_digests(out, ["base", *EXPERTS])
+    digests, zoo_digest = model_digests(out, ["base", *experts])
     return {
         "zoo_version": ZOO_VERSION,
+        "family": family,
         "arch": arch,
-        "spec_hash": spec_hash(arch),
+        "spec_hash": fam.spec_hash(arch),
         "parameters": records["base"]["parameters"],
-        "models": ["base", *EXPERTS],
+        "models": ["base", *experts],
         "tasks": list(TASKS),
-        "skills": {name: own_task(name) for name in EXPERTS},
-        "formats": {name: fmt for name, (_, fmt) in EXPERTS.items()},
+        "skills": {name: fam.own_task(name) for name in experts},
+        "formats": {name: fmt for name, (_, fmt) in experts.items()},
         "training": {name: {k: v for k, v in r.items() if k != "parameters"} for name, r in records.items()},
         "workers": n,
         "build_seconds": round(time.perf_counter() - start, 1),
@@ -219,5 +228,5 @@ def train_all(
         "machine": describe_machine(),
         "seed": seed,
         "threads": threads,
-        "spec": spec(arch),
+        "spec": fam.spec(arch),
     }

@@ -16,13 +16,25 @@ from study.zoo.spec import EXPERTS
 from study.zoo.tasks import TASKS
 
 PREFIX = "zoo:"
+PREFIXES = {"char": PREFIX, "bpe": "zoo-bpe:"}
+"""How each zoo family's models are spelled (``study.zoo.family``): ``zoo:add`` is the character zoo's expert,
+``zoo-bpe:add`` the bpe family's. Tasks are the same for every family and keep ``zoo:``."""
 ALL = "all"
 """The task name that stands for every task of the zoo (``zoo:all``)."""
 
 
-def bare(name: str) -> str:
-    """``name`` without the ``zoo:`` prefix."""
-    return name[len(PREFIX):] if name.startswith(PREFIX) else name
+def bare(name: str, prefix: str = PREFIX) -> str:
+    """``name`` without the ``zoo:`` (or another family's) prefix."""
+    return name[len(prefix):] if name.startswith(prefix) else name
+
+
+def split_model_ref(reference: str) -> tuple[str, str] | None:
+    """(family, model name) of a zoo model reference (``zoo-bpe:add`` -> ``("bpe", "add")``); None for a
+    reference that names no zoo family (a directory or a hub id)."""
+    for family, prefix in PREFIXES.items():
+        if reference.startswith(prefix):
+            return family, reference[len(prefix):]
+    return None
 
 
 def is_zoo_task(name: str) -> bool:
@@ -52,23 +64,23 @@ def task_name(name: str) -> str:
     raise unknown("task", name, hints, [PREFIX + ALL, *(canonical_task(t) for t in TASKS)])
 
 
-def model_name(name: str, known: list[str]) -> str:
-    """The model ``name`` spells (``zoo:add`` -> ``add``) when ``known`` has it; a ``UserError`` with a hint
-    otherwise."""
-    spelled = bare(name)
+def model_name(name: str, known: list[str], prefix: str = PREFIX) -> str:
+    """The model ``name`` spells (``zoo:add`` -> ``add``; ``prefix`` is the family's) when ``known`` has it; a
+    ``UserError`` with a hint otherwise."""
+    spelled = bare(name, prefix)
     if spelled in known:
         return spelled
-    hints = {t.name: PREFIX + t.skill for t in TASKS.values() if t.skill in known} | {m: PREFIX + m for m in known}
-    raise unknown("model", PREFIX + spelled, hints, [PREFIX + m for m in known])
+    hints = {t.name: prefix + t.skill for t in TASKS.values() if t.skill in known} | {m: prefix + m for m in known}
+    raise unknown("model", prefix + spelled, hints, [prefix + m for m in known], prefix)
 
 
-def unknown(kind: str, name: str, hints: dict[str, str], known: list[str]) -> UserError:
+def unknown(kind: str, name: str, hints: dict[str, str], known: list[str], prefix: str = PREFIX) -> UserError:
     """One line: the unknown name, the canonical spelling it most likely meant, and every known name.
 
     ``hints`` maps spellings (without ``zoo:``) to the canonical reference they stand for; an exact hit (a
     name of the other kind) wins over a merely similar one.
     """
-    spelled = bare(name)
+    spelled = bare(name, prefix)
     close = [spelled] if spelled in hints else difflib.get_close_matches(spelled, list(hints), n=1)
     hint = f"did you mean {hints[close[0]]!r}? " if close else ""
     return UserError(f"unknown zoo {kind} {name!r}: {hint}known: {', '.join(known)}")

@@ -30,6 +30,7 @@ class TinyFamily:
     checkpoints: list[Path]
     skills: list[str] = field(default_factory=list)
     arch: str = "llama"
+    tokenizer: str = "char"
 
 
 def make_tiny_family(
@@ -40,37 +41,40 @@ def make_tiny_family(
     *,
     tied: bool = False,
     dtype: str = "float32",
+    tokenizer: str = "char",
 ) -> TinyFamily:
     """Save a tiny base (``out_dir/base``) and ``n_checkpoints`` fine-tunes (``out_dir/ckpt-<i>-<skill>``).
 
     Deterministic in (``arch``, ``n_checkpoints``, ``seed``, ``tied``, ``dtype``). Checkpoint ``i`` trains on
     skill ``i`` modulo the number of skills, with its own seed, so even ``n_checkpoints`` > 9 are distinct.
     ``dtype`` is the stored dtype (training is fp32); ``tied`` ties ``lm_head`` to the embedding.
+    ``tokenizer`` is a zoo family's (``char`` or ``bpe``, ``study.zoo.family``): a ``bpe`` tiny family has the
+    bpe zoo's vocabulary, for tests of cross-tokenizer methods against a ``char`` one.
     """
     import copy
 
+    from study.zoo.family import get_family
     from study.zoo.model import init_model, save_model
-    from study.zoo.tokenizer import build_tokenizer
     from study.zoo.train import Schedule, train
 
     check_arch(arch)
+    tok = get_family(tokenizer).build_tokenizer()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
     shape = Shape(**{**TINY_SHAPE.as_dict(), "tied": tied})
-    base = init_model(shape, arch, tokenizer, seed=digest("tiny-init", arch, seed) % 2**31)
+    base = init_model(shape, arch, tok, seed=digest("tiny-init", arch, seed) % 2**31)
     names = list(SKILLS)
     schedule = Schedule(BASE_STEPS, BASE_LR, batch=16, warmup=5)
-    train(base, tokenizer, mixture(dict.fromkeys(names, 1.0), 0.5), schedule, seed=seed)
-    save_model(base, tokenizer, out / "base", dtype)
+    train(base, tok, mixture(dict.fromkeys(names, 1.0), 0.5), schedule, seed=seed)
+    save_model(base, tok, out / "base", dtype)
     checkpoints, skills = [], []
     for i in range(n_checkpoints):
         skill = names[i % len(names)]
         model = copy.deepcopy(base)
         schedule = Schedule(CHECKPOINT_STEPS, CHECKPOINT_LR, batch=16, warmup=2)
-        train(model, tokenizer, drawer(skill), schedule, seed=digest("tiny-ckpt", arch, seed, i) % 2**31)
+        train(model, tok, drawer(skill), schedule, seed=digest("tiny-ckpt", arch, seed, i) % 2**31)
         path = out / f"ckpt-{i}-{skill}"
-        save_model(model, tokenizer, path, dtype)
+        save_model(model, tok, path, dtype)
         checkpoints.append(path)
         skills.append(skill)
-    return TinyFamily(base=out / "base", checkpoints=checkpoints, skills=skills, arch=arch)
+    return TinyFamily(base=out / "base", checkpoints=checkpoints, skills=skills, arch=arch, tokenizer=tokenizer)
