@@ -86,22 +86,72 @@ def _scores(result: Any) -> dict[str, float]:
     return {t: s["score"] for t, s in result.scores.items()}
 
 
-def fresh_cell(model_dir: Path, limit: int) -> None:
-    """The A child: a fresh engine on ``model_dir``, score, print the scores as JSON, exit.
+def fresh_cell(model_dir: Path, limit: int, spawned: float) -> None:
+    """The A child: a fresh engine on ``model_dir``, score, print the scores and its phases as JSON, exit.
 
-    ``os._exit`` skips the interpreter's teardown of the engine, which only makes A look cheaper.
+    Phases (wall clock, from the parent's spawn): ``python_s`` interpreter start and this script's imports,
+    ``import_s`` torch, vLLM and lm-eval, ``engine_s`` the engine's start (and the tasks built), ``score_s`` the
+    evaluation. ``os._exit`` skips the interpreter's teardown of the engine, which only makes A look cheaper.
     """
+    t0 = time.time()
+    import vllm  # noqa: F401
+    from lm_eval.models import vllm_causallms  # noqa: F401
+
     from study.evaluate import resolve_tasks
     from study.evaluate_vllm import VllmEvaluator
 
+    t1 = time.time()
     spec = _spec(limit, "vllm")
     ev = VllmEvaluator(model_dir, spec, resolve_tasks(spec.tasks))
-    print(json.dumps(_scores(ev.evaluate(None))), flush=True)
+    t2 = time.time()
+    scores = _scores(ev.evaluate(None))
+    t3 = time.time()
+    phases = {"python_s": t0 - spawned, "import_s": t1 - t0, "engine_s": t2 - t1, "score_s": t3 - t2}
+    print(json.dumps({"scores": scores, "phases": phases}), flush=True)
     os._exit(0)
+
+
+class _Phases:
+    """Wall time of the resident path's parts, per cell: the weight swap (``reload_weights``), the prefix-cache
+    reset, the model's own calls inside lm-eval (``loglikelihood``, ``generate_until``: tokenising, batching and
+    the forward passes), the rest of lm-eval's ``evaluate`` (building requests, filters, metrics, bootstrap) and
+    turning its results into scores and samples (``collect_results``)."""
+
+    def __init__(self, ev: Any):
+        import study.evaluate_vllm as ev_module
+
+        self.now: dict[str, float] = {}
+        llm = ev.lm.model
+        for name in ("reset_prefix_cache", "collective_rpc"):
+            setattr(llm, name, self._timed(getattr(llm, name), "prefix_reset_s" if name == "reset_prefix_cache"
+                                           else "swap_s"))
+        for name in ("loglikelihood", "generate_until"):
+            setattr(ev.lm, name, self._timed(getattr(ev.lm, name), "model_calls_s"))
+        ev_module.run_lm_eval = self._timed(ev_module.run_lm_eval, "lm_eval_s")
+        ev_module.collect_results = self._timed(ev_module.collect_results, "collect_s")
+
+    def _timed(self, fn: Any, key: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.now[key] = self.now.get(key, 0.0) + time.perf_counter() - t0
+        return call
+
+    def take(self) -> dict[str, float]:
+        out = {k: self.now.get(k, 0.0) for k in ("swap_s", "prefix_reset_s", "model_calls_s", "lm_eval_s", "collect_s")}
+        out["lm_eval_other_s"] = out.pop("lm_eval_s") - out["model_calls_s"]
+        self.now = {}
+        return out
 
 
 def _summary(times: list[float]) -> dict[str, float]:
     return {"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3), "max_s": round(max(times), 3)}
+
+
+def _medians(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(statistics.median(r[k] for r in rows), 3) for k in rows[0]} if rows else {}
 
 
 def inner(model: str, limit: int, reps: int, n_merges: int) -> None:
@@ -116,6 +166,9 @@ def inner(model: str, limit: int, reps: int, n_merges: int) -> None:
     t0 = time.perf_counter()
     resident = VllmEvaluator(base_dir, spec, tasks)
     start_s = time.perf_counter() - t0
+    phases = _Phases(resident)
+    a_phases: list[dict[str, float]] = []
+    b_phases: list[dict[str, float]] = []
     a_times: dict[str, list[float]] = {label: [] for label, _ in cells}
     b_times: dict[str, list[float]] = {label: [] for label, _ in cells}
     a_scores: dict[str, list[dict[str, float]]] = {label: [] for label, _ in cells}
@@ -126,17 +179,22 @@ def inner(model: str, limit: int, reps: int, n_merges: int) -> None:
             for i, (label, state) in enumerate(cells):
                 t0 = time.perf_counter()
                 cell_dir = write_model_dir(base_dir, state, scratch / f"cell{i}")
-                done = subprocess.run([sys.executable, __file__, "--fresh-cell", str(cell_dir), "--limit", str(limit)],
-                                      capture_output=True, text=True, cwd=REPO)
+                written = time.perf_counter()
+                done = subprocess.run([sys.executable, __file__, "--fresh-cell", str(cell_dir), "--limit", str(limit),
+                                       "--spawned", repr(time.time())], capture_output=True, text=True, cwd=REPO)
                 a_times[label].append(time.perf_counter() - t0)
                 if done.returncode != 0:
                     raise RuntimeError(f"fresh-engine cell {label} failed:\n{done.stderr[-3000:]}")
-                a_scores[label].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                child = json.loads(done.stdout.strip().splitlines()[-1])
+                a_scores[label].append(child["scores"])
+                a_phases.append({"write_s": written - t0, **child["phases"],
+                                 "exit_s": a_times[label][-1] - (written - t0) - sum(child["phases"].values())})
                 shutil.rmtree(cell_dir, ignore_errors=True)
             for label, state in cells:
                 t0 = time.perf_counter()
                 result = resident.evaluate(state)
                 b_times[label].append(time.perf_counter() - t0)
+                b_phases.append(phases.take())
                 if result.backend["engine"] != "resident":
                     raise RuntimeError(f"resident engine fell back for {label}: {result.backend['engine']}")
                 b_scores[label].append(_scores(result))
@@ -160,6 +218,7 @@ def inner(model: str, limit: int, reps: int, n_merges: int) -> None:
         "mean_task_score": {label: round(statistics.mean(s.values()), 3) for label, s in hf_scores.items()},
         "A_median_s": round(a_med, 3), "B_median_s": round(b_med, 3),
         "B_engine_start_s": round(start_s, 3),
+        "A_phases_median_s": _medians(a_phases), "B_phases_median_s": _medians(b_phases),
         "resident_speedup": round(a_med / b_med, 2),
         "resident_speedup_with_start_amortised": round(a_med / (b_med + start_s / n_cells), 2),
         "max_score_diff_A_vs_B": max(max_diff(a, b) for label in a_scores
@@ -208,9 +267,10 @@ def main() -> None:
     p.add_argument("--merges", type=int, default=2, choices=[1, 2, 3], help="task_arithmetic cells besides the base")
     p.add_argument("--inner", choices=["zoo", "smollm2"], help=argparse.SUPPRESS)
     p.add_argument("--fresh-cell", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--spawned", type=float, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.fresh_cell is not None:
-        fresh_cell(args.fresh_cell, args.limit)
+        fresh_cell(args.fresh_cell, args.limit, args.spawned)
     elif args.inner is not None:
         inner(args.inner, args.limit, args.reps, args.merges)
     elif args.quick:

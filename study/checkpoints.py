@@ -1,4 +1,5 @@
-"""Resolving a model reference (``zoo:NAME``, a local directory, a hub id) to a directory and an identity.
+"""Resolving a model reference (``zoo:NAME``, ``zoo-bpe:NAME``, a local directory, a hub id) to a directory and
+an identity.
 
 The identity goes into every cell key, so a changed checkpoint can never be mistaken for a done cell, while a
 touched, copied or moved one keeps its cells: a hub model is identified by its resolved commit, a zoo model by
@@ -17,6 +18,7 @@ from study.config import ModelRef
 from study.errors import CheckpointError
 from study.identity import content_digest
 from study.lora import is_lora_dir
+from study.zoo.names import PREFIXES, split_model_ref
 
 ZOO_PREFIX = "zoo:"
 
@@ -46,8 +48,8 @@ def digest(*parts: object) -> str:
 def _resolve_zoo(ref: ModelRef, zoo_root: Path | None) -> ResolvedModel:
     from study.zoo import load_zoo
 
-    zoo = load_zoo(zoo_root)
-    name = ref.model[len(ZOO_PREFIX):]
+    family, name = split_model_ref(ref.model) or ("char", ref.model)
+    zoo = load_zoo(zoo_root, family=family)
     return ResolvedModel(ref, zoo.model(name), zoo.model_digest(name))
 
 
@@ -67,7 +69,7 @@ def _resolve_hub(ref: ModelRef) -> ResolvedModel:
 
 def resolve_model(ref: ModelRef, zoo_root: Path | None = None) -> ResolvedModel:
     """Find a model's directory without loading it; raises ``CheckpointError`` naming the reference."""
-    if ref.model.startswith(ZOO_PREFIX):
+    if split_model_ref(ref.model) is not None:
         return _resolve_zoo(ref, zoo_root)
     path = _local_dir(ref)
     if path is None:
@@ -79,7 +81,7 @@ def is_hub_ref(ref: ModelRef) -> bool:
     """Whether a reference names a hub model (``org/name`` that is not an existing path), not the zoo or a
     local directory."""
     path = Path(ref.model).expanduser()
-    return not (ref.model.startswith((".", "/", "~", ZOO_PREFIX)) or path.exists() or ref.model.count("/") != 1)
+    return not (ref.model.startswith((".", "/", "~", *PREFIXES.values())) or path.exists() or ref.model.count("/") != 1)
 
 
 def _local_dir(ref: ModelRef) -> Path | None:
@@ -99,8 +101,9 @@ def model_dir(reference: str, zoo_root: Path | None = None) -> Path:
     ``resolve_model`` finds it but without an identity: a one-off merge needs none, and a local directory's
     would read every weight file once more."""
     ref = ModelRef(model=reference)
-    if reference.startswith(ZOO_PREFIX):
+    zoo_ref = split_model_ref(reference)
+    if zoo_ref is not None:
         from study.zoo import load_zoo
 
-        return load_zoo(zoo_root).model(reference[len(ZOO_PREFIX):])
+        return load_zoo(zoo_root, family=zoo_ref[0]).model(zoo_ref[1])
     return _local_dir(ref) or _resolve_hub(ref).path

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import typer
 
-from study.cli_app import ArchOpt, StoreOpt, SweepArg, ZooOpt, app, friendly, zoo_app
+from study.cli_app import ArchOpt, FamilyOpt, StoreOpt, SweepArg, ZooOpt, app, friendly, zoo_app
 from study.errors import UserError
 
 
@@ -55,6 +55,8 @@ def run(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="recompute cells recorded as failed"),
     device: Optional[str] = typer.Option(None, "--device", help="merge device (cpu, cuda, cuda:1) [default: the sweep's merge.device]"),
     zoo: Optional[Path] = ZooOpt,
+    wandb: Optional[bool] = typer.Option(None, "--wandb/--no-wandb", help="log to Weights & Biases, offline unless the mode says online (the wandb extra) [default: the sweep's logging.wandb]"),
+    wandb_project: Optional[str] = typer.Option(None, "--wandb-project", metavar="P", help="W&B project (implies --wandb) [default: the sweep's, else merge-study]"),
 ) -> None:
     """Run every cell of SWEEP that the store does not hold yet (resumable; a re-run redoes nothing)."""
     from study.executors import get_executor
@@ -69,6 +71,9 @@ def run(
         _check_backend(ctx.sweep.evaluation.backend, kind)
     except UserError as exc:
         raise UserError(f"{sweep}: {exc}") from None
+    from study.tracking_wandb import sweep_tracking, wandb_settings
+
+    tracking = wandb_settings(ctx.sweep, wandb, wandb_project)
     root = _store_dir(store, ctx.sweep.name)
     cells = ctx.plan.unique_cells()
     if dry_run:
@@ -80,7 +85,8 @@ def run(
     for line in replaced_plan_changes(ctx, st):
         typer.echo(line, err=True)
     save_plan(ctx, st)
-    summary = chosen.run(ctx, st, retry_failed=retry_failed, wait=wait)
+    with sweep_tracking(tracking, ctx, st):
+        summary = chosen.run(ctx, st, retry_failed=retry_failed, wait=wait)
     if summary.submitted:
         typer.echo(f"submitted Slurm job(s): {' '.join(summary.submitted)}")
     typer.echo(summary.line())
@@ -180,13 +186,17 @@ def verify_store(store: Path = typer.Option(..., "--store", help="result store d
 @friendly
 def report(sweep: Optional[Path] = OptSweepArg, store: Optional[Path] = StoreOpt,
            out: Optional[Path] = typer.Option(None, "--out", help="output directory [default: paper/<sweep name>]"),
-           zoo: Optional[Path] = ZooOpt) -> None:
+           zoo: Optional[Path] = ZooOpt,
+           wandb: Optional[bool] = typer.Option(None, "--wandb/--no-wandb", help="log summary.csv and the figures to the sweep's W&B run [default: when the store logs to one (wandb.json) or the sweep asks]")) -> None:
     """Tables, figures and report.md regenerated entirely from the store."""
     from study.analysis.report import write_report
+    from study.tracking_wandb import log_report, report_settings
 
     ctx, st = _open_existing(sweep, store, zoo)
     out_dir = out if out is not None else Path("paper") / ctx.sweep.name
+    tracking = report_settings(ctx.sweep, st, wandb)
     written = write_report(ctx, st, out_dir)
+    log_report(tracking, ctx, st, out_dir, written)
     for path in written:
         typer.echo(str(path))
 
@@ -195,9 +205,12 @@ def report(sweep: Optional[Path] = OptSweepArg, store: Optional[Path] = StoreOpt
 @friendly
 def methods(as_json: bool = typer.Option(False, "--json")) -> None:
     """Every registered method with its parameters, defaults, applicable k and reference."""
+    from study.fusion.registry import describe_fusion_methods, format_fusion_methods
     from study.methods.describe import describe_methods, format_methods
 
-    typer.echo(json.dumps(describe_methods(), indent=1) if as_json else format_methods())
+    fusion = [{**m, "name": f"fusion:{m['name']}", "kind": "fusion"} for m in describe_fusion_methods()]
+    typer.echo(json.dumps(describe_methods() + fusion, indent=1) if as_json
+               else format_methods() + "\n" + format_fusion_methods())
 
 
 @app.command()
@@ -213,39 +226,41 @@ def validate(sweep: Path = SweepArg, zoo: Optional[Path] = ZooOpt, store: Option
         return
     ctx = prepare(sweep, zoo_root=zoo)
     n = len(ctx.plan.unique_cells())
-    typer.echo(f"{sweep}: ok ({len(ctx.sweep.bases)} base(s), {len(ctx.sweep.methods)} method(s), {n} cells)")
+    fusion = f", {len(ctx.sweep.fusion)} fusion method(s)" if ctx.sweep.fusion else ""
+    typer.echo(f"{sweep}: ok ({len(ctx.sweep.bases)} base(s), {len(ctx.sweep.methods)} method(s){fusion}, {n} cells)")
 
 
 @zoo_app.command("build")
 @friendly
 def zoo_build(out: Optional[Path] = typer.Option(None, "--zoo", "--out", metavar="DIR",
                                                  help="zoo root [default: $MERGE_STUDY_ZOO or ~/.cache/merge-study/zoo]"),
-              arch: str = ArchOpt) -> None:
+              arch: str = ArchOpt, family: str = FamilyOpt) -> None:
     """Build the mini zoo (cached by content hash: a second call is a no-op)."""
     from study.zoo import build_zoo
+    from study.zoo.family import get_family
 
-    build_zoo(out, arch=arch)  # prints its own progress and one-line summary
+    build_zoo(out, arch=arch, family=get_family(family).name)  # prints its own progress and one-line summary
 
 
 @zoo_app.command("list")
 @friendly
-def zoo_list(zoo: Optional[Path] = ZooOpt, arch: str = ArchOpt) -> None:
+def zoo_list(zoo: Optional[Path] = ZooOpt, arch: str = ArchOpt, family: str = FamilyOpt) -> None:
     """Where the zoo lives and how it was built; its models (with the skill and task of each) and tasks."""
     from study.zoo.catalog import zoo_listing
     from study.zoo.model import check_arch
 
-    typer.echo(zoo_listing(zoo, arch=check_arch(arch)))
+    typer.echo(zoo_listing(zoo, arch=check_arch(arch), family=family))
 
 
 @zoo_app.command("path")
 @friendly
 def zoo_path(name: Optional[str] = typer.Argument(None, metavar="NAME",
                                                   help="a model (base, add, ... or zoo:add) [default: the zoo itself]"),
-             zoo: Optional[Path] = ZooOpt, arch: str = ArchOpt) -> None:
+             zoo: Optional[Path] = ZooOpt, arch: str = ArchOpt, family: str = FamilyOpt) -> None:
     """Print the built zoo's directory, or a model's: one line, for scripts (`ls $(merge-study zoo path add)`)."""
     from study.zoo import load_zoo
 
-    built = load_zoo(zoo, arch=arch)
+    built = load_zoo(zoo, arch=arch, family=family)
     typer.echo(str(built.model(name) if name is not None else built.path))
 
 

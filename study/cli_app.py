@@ -30,6 +30,8 @@ StoreOpt = typer.Option(None, "--store", metavar="DIR", help="result store direc
 ZooOpt = typer.Option(None, "--zoo", metavar="DIR",
                       help="mini zoo root [default: $MERGE_STUDY_ZOO or ~/.cache/merge-study/zoo]")
 ArchOpt = typer.Option("llama", "--arch", metavar="ARCH", help="zoo architecture: llama | qwen3")
+FamilyOpt = typer.Option("char", "--family", metavar="FAMILY",
+                         help="zoo family: char (character tokenizer, models zoo:NAME) | bpe (byte-level BPE, zoo-bpe:NAME)")
 
 
 def _err(msg: str) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 from study.errors import ConfigError
 
@@ -144,6 +145,41 @@ class MethodSpec(BaseModel):
         return combos
 
 
+class CorpusSpec(BaseModel):
+    """The texts of a fusion cell: the fields of ``study.statistics.spec.CalibrationSpec`` (the statistics'
+    calibration sources, read by the same code), with fusion's defaults. Declared here so that the sweep schema
+    imports no statistics or evaluation code; ``study.fusion.corpus.calibration`` converts, and a test keeps
+    the two field sets equal."""
+
+    model_config = _FROZEN
+    source: Literal["zoo", "lm_eval", "file"] = "zoo"
+    task: str | None = Field(default=None, description="lm-eval task name or YAML path (source: lm_eval)")
+    split: Literal["train", "validation"] | None = Field(default=None, description="lm-eval split (default: "
+                                                          "train when the task has one, else validation)")
+    path: str | None = Field(default=None, description="a UTF-8 text file, one text per non-empty line (source: "
+                                                       "file); keyed by its content digest")
+    sequences: int = Field(default=256, ge=1, description="texts taken from the source")
+    max_tokens: int = Field(default=128, ge=1, description="each text truncated to this many target tokens")
+
+
+class FusionSpec(BaseModel):
+    """A knowledge-fusion method (``study.fusion``): each drawn subset's checkpoints teach ``target``, trained
+    on ``corpus``; a list value in ``params`` is a grid, as for merge methods. Cells share the merges' subsets."""
+
+    model_config = _FROZEN
+    name: str = Field(min_length=1)
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+    label: str | None = Field(default=None, description="name shown in figures; default: fusion <name>")
+    target: str = Field(default="base", min_length=1,
+                        description="the model trained: base (the subset's base), or one of the base's checkpoints")
+    corpus: CorpusSpec = Field(default_factory=CorpusSpec, description="texts the teachers run on and the target "
+                               "trains on (study.fusion.corpus; never an evaluated document)")
+
+    def grid(self) -> list[dict[str, ParamPoint]]:
+        """Every combination of the listed values, in file order, as a merge method's grid."""
+        return MethodSpec(name=self.name, params=self.params).grid()
+
+
 class SubsetSpec(BaseModel):
     """How checkpoint subsets are drawn: ``per_k`` seeded draws per k, exhaustive when C(n, k) <= per_k."""
 
@@ -186,12 +222,53 @@ class ExecutorSpec(BaseModel):
     sbatch_extra: dict[str, Any] = Field(default_factory=dict)
 
 
+class WandbSpec(BaseModel):
+    """A Weights & Biases run for the sweep (``study.tracking_wandb``): one run, a row per finished cell, the
+    report's summary and figures.
+
+    ``mode`` defaults to offline (unless ``WANDB_MODE`` says otherwise): an offline run needs no account, no
+    login and no network, so turning logging on can never stall or fail a sweep on a node without internet; its
+    run directory is uploaded later with ``wandb sync``. ``online`` streams to the W&B server as cells finish."""
+
+    model_config = _FROZEN
+    project: str = Field(default="merge-study", min_length=1, description="W&B project of the run")
+    entity: str | None = Field(default=None, description="W&B team or user [default: the logged-in user's]")
+    mode: Literal["online", "offline", "disabled"] | None = Field(
+        default=None, description="online | offline | disabled [default: $WANDB_MODE, else offline]")
+    name: str | None = Field(default=None, description="run name shown in W&B [default: the sweep's name]")
+    tags: list[str] = Field(default_factory=list, description="run tags")
+    group: str | None = Field(default=None, description="W&B run group (e.g. one per study across sweeps)")
+
+
+class LoggingSpec(BaseModel):
+    """Experiment trackers the sweep reports to. None of it is part of a cell key, the plan or the sweep hash."""
+
+    model_config = _FROZEN
+    wandb: WandbSpec | None = Field(default=None, description="log to Weights & Biases (the `wandb` extra)")
+
+
 class MergeSpec(BaseModel):
     """How the driver merges: device and what to do with embedding rows beyond the base vocabulary."""
 
     model_config = _FROZEN
     device: str = "cpu"
     vocab_mismatch: Literal["refuse", "truncate"] = "refuse"
+
+
+class SelectionSpec(BaseModel):
+    """Hyper-parameter selection on held-out data (``study.validation``, docs/study.md "Selection").
+
+    Each cell is also scored on a validation split of every task; the report picks, per (base, method, k), the
+    grid point with the best validation ``measure`` and reports it on the test split beside the oracle (the best
+    grid point on test), so the optimism of reading the best test score shows as a gap."""
+
+    model_config = _FROZEN
+    split: Literal["validation"] = Field(default="validation", description="the split grid points are chosen on")
+    measure: Literal["avg"] = Field(default="avg", description="what is maximised: avg, the mean over counted "
+                                                                 "subsets of avg(merge) on that split")
+    tasks: dict[str, str] = Field(default_factory=dict, description="evaluation.tasks entry -> the task (lm-eval "
+                                  "name or YAML file) that is its validation split; default: the zoo task's own "
+                                  "validation split, or the lm-eval task's validation_split")
 
 
 class Sweep(BaseModel):
@@ -202,6 +279,8 @@ class Sweep(BaseModel):
     seed: int = 0
     bases: list[BaseSpec] = Field(min_length=1)
     methods: list[MethodSpec] = Field(min_length=1)
+    fusion: list[FusionSpec] = Field(default_factory=list, description="knowledge-fusion methods run on the same "
+                                     "subsets as the merges (study.fusion); none by default")
     ks: list[int] = Field(min_length=1)
     subsets: SubsetSpec = Field(default_factory=SubsetSpec)
     evaluation: EvaluationSpec
@@ -212,9 +291,29 @@ class Sweep(BaseModel):
         default=True, description="measure interference diagnostics (task-vector cosines, sign conflicts, subspace "
                                   "overlap, rank and norm of the merged delta) in every merge cell's merge pass and "
                                   "store them with its record (study.diagnostics); not part of any cell key")
+    logging: LoggingSpec = Field(
+        default_factory=LoggingSpec, exclude=True,
+        description="experiment tracking (`logging: {wandb: {...}}`); left out of every dump, so it changes no "
+                    "cell key, plan or sweep hash (the store keeps the run it logs to in wandb.json)")
     lineage: Literal["warn", "strict"] = Field(
         default="warn", description="a hub checkpoint whose model card's base_model chain does not reach its base: "
                                     "a warning (warn) or an error (strict) in `validate` and `fetch`")
+    selection: SelectionSpec | None = Field(
+        default=None, description="choose each method's grid point on a validation split and report it on test "
+                                  "(study.validation); off by default, and then absent from the sweep's dump, so "
+                                  "sweeps without it keep their hash and cell keys")
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_optional_parts(self, handler: Any) -> Any:
+        """No ``selection: null`` and no ``fusion: []`` in a dump: the sweep hash, plan.json and sweep.yaml of a
+        sweep that uses neither stay what they were before the fields existed (paper/ provenance included)."""
+        data = handler(self)
+        if isinstance(data, dict):
+            if data.get("selection", 0) is None:
+                data.pop("selection")
+            if data.get("fusion", None) == []:
+                data.pop("fusion")
+        return data
 
     @field_validator("ks")
     @classmethod
@@ -238,6 +337,10 @@ class Sweep(BaseModel):
         names = [b.name for b in self.bases]
         if len(set(names)) != len(names):
             raise ValueError(f"base names must be distinct, got {names}")
+        unknown = [t for t in (self.selection.tasks if self.selection else {}) if t not in self.evaluation.tasks]
+        if unknown:
+            raise ValueError(f"selection.tasks names {unknown[0]!r}, which is not in evaluation.tasks "
+                             f"({', '.join(self.evaluation.tasks)})")
         return self
 
 

@@ -255,6 +255,9 @@ class Evaluator:
         from lm_eval.models.huggingface import HFLM
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from study.lm_eval_info import prefetch_environment
+
+        prefetch_environment()  # its subprocesses run while the model loads
         for noisy in ("lm-eval", "lm_eval", "transformers", "datasets"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         self.spec = spec
@@ -311,7 +314,10 @@ def run_lm_eval(lm: Any, task_dict: dict[str, Any], spec: EvaluationSpec) -> dic
     from lm_eval.evaluator import evaluate
 
     from study.lm_eval_info import add_run_info
+    from study.lm_eval_reuse import reuse_requests, reuse_tokens
 
+    reuse_requests(task_dict)  # built and tokenised once per task and wrapper, not once per cell
+    reuse_tokens(lm)
     _set_seeds(spec.seed)
     for _, task in _flatten(task_dict):
         task.set_fewshot_seed(seed=spec.seed)

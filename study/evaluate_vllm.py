@@ -52,6 +52,12 @@ def configure_vllm_environment() -> None:
         os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+        # torch read OMP_NUM_THREADS when it was imported (above, or earlier by the merge code), so setting the
+        # variable now would leave this process, and an in-process engine's forward passes, on torch's default
+        # thread count: on a 2-core machine that scored ~3x slower than a fresh engine started with the variable.
+        threads = os.environ["OMP_NUM_THREADS"]
+        if threads.isdigit() and int(threads) > 0:
+            torch.set_num_threads(int(threads))
 
 
 def engine_in_process() -> bool:
@@ -96,7 +102,10 @@ class VllmEvaluator:
     """lm-eval's vLLM model over one base, its engine kept for the life of the process."""
 
     def __init__(self, model_dir: Path, spec: EvaluationSpec, tasks: list[Any], *, trust_remote_code: bool = False):
+        from study.lm_eval_info import prefetch_environment
+
         configure_vllm_environment()
+        prefetch_environment()  # its subprocesses run while the engine starts
         self.model_dir = Path(model_dir)
         self.spec = spec
         self.tasks = tasks

@@ -4,18 +4,35 @@ the results of an in-memory evaluation are those the lm-eval CLI writes (``study
 from __future__ import annotations
 
 import functools
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 
-@functools.cache
-def _environment() -> dict[str, Any]:
-    """What ``simple_evaluate`` records about the environment; asked once per process (torch's environment
-    report runs subprocesses and takes seconds)."""
+def _collect_environment() -> dict[str, Any]:
     from lm_eval.loggers.utils import add_env_info, get_git_commit_hash
 
     info: dict[str, Any] = {"git_hash": get_git_commit_hash()}
     add_env_info(info)
     return info
+
+
+@functools.cache
+def prefetch_environment() -> Future:
+    """Start asking for the environment in a background thread, once per process.
+
+    torch's environment report runs subprocesses (``pip list``, ``lscpu``, ``nvidia-smi``...): 1-4 s on a quiet
+    machine, over 20 s on a loaded one, almost all of it waiting on them. Evaluators call this when they are
+    built, so the wait overlaps loading the model and building the tasks instead of delaying the first cell.
+    """
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lm-eval-env")
+    future = pool.submit(_collect_environment)
+    pool.shutdown(wait=False)
+    return future
+
+
+def _environment() -> dict[str, Any]:
+    """What ``simple_evaluate`` records about the environment; asked once per process."""
+    return prefetch_environment().result()
 
 
 def _model_info(lm: Any) -> dict[str, Any]:

@@ -115,17 +115,18 @@ MODEL_KEYS = ("model", "base_model", "tokenizer_source", "source", "path")
 def _resolve_zoo(raw: Any, path: Path, zoo_root: Path | None, where: str = "") -> Any:
     """The configuration with every ``zoo:NAME`` model reference replaced by that zoo model's directory, before
     mergekit parses it (mergekit would take ``zoo:add`` for a hub id); an unknown name is an error naming its key."""
-    from study.checkpoints import ZOO_PREFIX
+    from study.zoo.names import split_model_ref
 
     if isinstance(raw, dict):
         return {k: _resolve_zoo(v, path, zoo_root, f"{where}.{k}" if where else str(k)) for k, v in raw.items()}
     if isinstance(raw, list):
         return [_resolve_zoo(v, path, zoo_root, f"{where}[{i}]") for i, v in enumerate(raw)]
-    if isinstance(raw, str) and where.rsplit(".", 1)[-1] in MODEL_KEYS and raw.startswith(ZOO_PREFIX):
+    zoo_ref = split_model_ref(raw) if isinstance(raw, str) and where.rsplit(".", 1)[-1] in MODEL_KEYS else None
+    if zoo_ref is not None:
         from study.zoo import load_zoo
 
         try:
-            return str(load_zoo(zoo_root).model(raw))
+            return str(load_zoo(zoo_root, family=zoo_ref[0]).model(zoo_ref[1]))
         except UserError as exc:
             raise UserError(f"--config {path}: {where}: {exc}") from None
     return raw

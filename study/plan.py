@@ -25,6 +25,9 @@ from study.config import Sweep, resolve_value
 from study.evaluate import EVAL_BRIDGE_VERSION
 
 BASE, SINGLE, ENSEMBLE = "base", "single", "ensemble"
+FUSION = "fusion"
+FUSION_PREFIX = "fusion:"
+"""A fusion cell's ``method`` is ``fusion:<name>`` (``study.fusion``): a series of its own, never a merge name."""
 NOT_IN_KEY = {"ensemble"}
 """Evaluation fields that choose which cells exist but do not change any cell's result."""
 
@@ -46,6 +49,8 @@ class Cell:
 
     @property
     def kind(self) -> str:
+        if self.method.startswith(FUSION_PREFIX):
+            return FUSION
         return self.method if self.method in (BASE, SINGLE, ENSEMBLE) else "merge"
 
     @property
@@ -163,12 +168,17 @@ def _applicability(method: str, k: int) -> str | None:
 
 
 def build_plan(sweep: Sweep, models: dict[str, ResolvedModel], check_applicability: bool = True,
-               tasks: dict[str, str] | None = None) -> Plan:
+               tasks: dict[str, str] | None = None, validation: dict[str, str] | None = None) -> Plan:
     """Expand ``sweep`` into cells; ``models`` maps every model label of the sweep to its resolved identity and
-    ``tasks`` each task name to its identity (its name when it is not given: a task named by lm-eval)."""
+    ``tasks`` each task name to its identity (its name when it is not given: a task named by lm-eval).
+
+    ``validation`` maps each validation task's name to its identity (``study.validation``; a selection sweep):
+    its cells are scored on those too, so their keys add them. Without it the key is what it always was."""
     task_ids = {t: (tasks or {}).get(t, t) for t in sweep.evaluation.tasks}
     evaluation = {**sweep.evaluation.model_dump(mode="json", exclude=NOT_IN_KEY),
                   "tasks": [task_ids[t] for t in sweep.evaluation.tasks]}
+    if validation:
+        evaluation["validation"] = list(validation.values())
     merge_opts = {"vocab_mismatch": sweep.merge.vocab_mismatch}
     cells: list[Cell] = []
     subsets: dict[str, dict[int, list[tuple[str, ...]]]] = {}
@@ -202,5 +212,34 @@ def build_plan(sweep: Sweep, models: dict[str, ResolvedModel], check_applicabili
                             Cell(cid, base.name, method.name, dict(point), resolved, k, sid, subset,
                                  method.label or method.name, reason)
                         )
+            cells += _fusion_cells(sweep, base, base_id, ident, k, drawn, evaluation)
     identities = {label: m.identity for label, m in models.items()}
-    return Plan(sweep, cells, subsets, identities, task_ids)
+    return Plan(sweep, cells, subsets, identities, {**task_ids, **(validation or {})})
+
+
+def _fusion_cells(sweep: Sweep, base: Any, base_id: str, ident: dict[str, str], k: int,
+                  drawn: list[tuple[str, ...]], evaluation: dict[str, Any]) -> list[Cell]:
+    """One cell per fusion method, grid point and drawn subset (the merges' subsets: paired comparisons).
+
+    The key holds what decides the trained weights: the teachers' and the target's identities, the method's name
+    and version, its parameters resolved through its schema (training parameters included), the corpus (a file
+    by content digest) and the evaluation. ``params`` as written names ``target`` and ``corpus`` only where the
+    sweep set them, so two fusion entries that differ in those are two curves."""
+    from study.fusion.corpus import corpus_key
+    from study.fusion.registry import get_fusion_method
+
+    cells = []
+    for spec in sweep.fusion:
+        info = get_fusion_method(spec.name)
+        target_id = base_id if spec.target == BASE else ident[spec.target]
+        shown = {f: getattr(spec, f).model_dump(mode="json") if f == "corpus" else getattr(spec, f)
+                 for f in ("target", "corpus") if f in spec.model_fields_set}
+        for point in spec.grid():
+            resolved = info.resolve_params({p: resolve_value(v, k) for p, v in point.items()})
+            full = {**resolved, "target": spec.target, "corpus": spec.corpus.model_dump(mode="json")}
+            for sid, subset in enumerate(drawn):
+                cid = _key("fusion", base_id, target_id, [ident[x] for x in subset], spec.name, info.version,
+                           resolved, corpus_key(spec.corpus), evaluation)
+                cells.append(Cell(cid, base.name, FUSION_PREFIX + spec.name, {**point, **shown}, full, k, sid, subset,
+                                  spec.label or f"fusion {spec.name}"))
+    return cells

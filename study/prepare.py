@@ -82,6 +82,32 @@ def check_methods(sweep: Sweep) -> None:
                     info.resolve_params({p: resolve_value(v, k) for p, v in point.items()}, n_models=k)
         except MethodError as exc:
             raise MethodError(f"methods[{i}]: {exc}") from None
+    check_fusion(sweep)
+
+
+def check_fusion(sweep: Sweep) -> None:
+    """Fusion entries: known names, parameters in schema, a target the base has, a corpus file that exists."""
+    from study.config import resolve_value
+    from study.errors import MethodError
+    from study.fusion.registry import get_fusion_method
+
+    for i, spec in enumerate(sweep.fusion):
+        try:
+            info = get_fusion_method(spec.name)
+            for point in spec.grid():
+                for k in [k for k in sweep.ks if k >= 2] or [2]:
+                    info.resolve_params({p: resolve_value(v, k) for p, v in point.items()})
+            for base in sweep.bases:
+                labels = [c.label for c in base.checkpoints]
+                if spec.target != "base" and spec.target not in labels:
+                    raise MethodError(f"target {spec.target!r} is neither 'base' nor a checkpoint of base "
+                                      f"{base.name} ({', '.join(labels)})")
+            if spec.corpus.source == "file" and not Path(spec.corpus.path or "").is_file():
+                raise MethodError(f"corpus: {spec.corpus.path} is not a text file")
+            if spec.corpus.source == "lm_eval" and not spec.corpus.task:
+                raise MethodError("corpus: source lm_eval needs a task (and optionally split: train|validation)")
+        except MethodError as exc:
+            raise MethodError(f"fusion[{i}]: {exc}") from None
 
 
 def prepare(sweep: Sweep | str | Path, *, zoo_root: Path | None = None, device: str | None = None,
@@ -118,8 +144,12 @@ def _prepare(sweep: Sweep, source: Path | None, zoo_root: Path | None, device: s
     from study.evaluate import check_code_execution, resolve_tasks, unsafe_tasks
 
     tasks = resolve_tasks(sweep.evaluation.tasks, zoo_root)
-    check_code_execution(unsafe_tasks(tasks), sweep.evaluation.allow_code_execution)
-    plan = build_plan(sweep, models, tasks=task_identities(sweep, zoo))
+    from study.validation import validation_tasks
+
+    validation = validation_tasks(sweep, zoo_root, zoo)
+    check_code_execution(unsafe_tasks(tasks + [v.spec for v in validation]), sweep.evaluation.allow_code_execution)
+    plan = build_plan(sweep, models, tasks=task_identities(sweep, zoo),
+                      validation={v.name: v.identity for v in validation} if validation else None)
     return SweepContext(sweep, models, plan, source, zoo_root, device or sweep.merge.device, zoo)
 
 

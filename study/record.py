@@ -20,6 +20,7 @@ from typing import Any
 
 from study import RESULT_SCHEMA_VERSION, __version__
 from study.diagnostics import Diagnostics
+from study.fusion.cost import FusionCost
 from study.plan import Cell
 
 
@@ -41,6 +42,15 @@ class Outcome(StrEnum):
 
 
 RECORD_STATUSES = (Outcome.DONE, Outcome.FAILED, Outcome.NOT_APPLICABLE)
+
+TEST, VALIDATION = "test", "validation"
+"""The splits a score entry can be on (``Record.scores``' ``split``; absent means test)."""
+
+
+def mark_split(scores: dict[str, dict[str, Any]], benchmarks: set[str], split: str) -> dict[str, dict[str, Any]]:
+    """``scores`` with every entry that counts under one of ``benchmarks`` (itself, or a leaf of such a group)
+    marked as on ``split``: how a selection sweep's record tells its validation scores from its test scores."""
+    return {t: ({**e, "split": split} if e.get("benchmark", t) in benchmarks else e) for t, e in scores.items()}
 
 
 class RecordError(ValueError):
@@ -97,7 +107,9 @@ class Record:
     metric and standard error, ``output_type``, and ``benchmark``, the entry of ``evaluation.tasks`` it counts
     under (itself, or its top-level group); a group's own entry adds ``subtasks`` and ``weight_by_size``. Records
     written before ``benchmark`` existed lack it and are read as every task its own benchmark (the same
-    numbers for sweeps without groups), so the entries grew keys without a new schema version or cell key."""
+    numbers for sweeps without groups), so the entries grew keys without a new schema version or cell key.
+    In a selection sweep the validation tasks' entries carry ``split: validation`` (``VALIDATION``); an entry
+    without ``split`` is a test score, so older records read as they always did (``split_scores``)."""
     error: str = ""
     traceback: str = ""
     reason: str = ""
@@ -120,6 +132,9 @@ class Record:
     """A merge cell's interference diagnostics (``study.diagnostics``), measured in its merge pass; None for
     other cells, with ``diagnostics: false`` in the sweep, and in records written before they existed (an
     optional field, so those still load under the same schema version and cell keys)."""
+    fusion: FusionCost | None = None
+    """A fusion cell's cost: teacher and training tokens and seconds (``study.fusion.cost``); None for other cells
+    and in records written before fusion existed (an optional field, so those load unchanged)."""
     schema: int = RESULT_SCHEMA_VERSION
 
     @classmethod
@@ -127,6 +142,10 @@ class Record:
         """A record stamped with this machine, this harness version and the finishing time."""
         return cls(cell_id=cell.cell_id, cell=cell, status=Outcome(status), worker=worker, host=platform.node(),
                    started=started or now(), finished=now(), machine=machine(), **fields)
+
+    def split_scores(self, split: str = TEST) -> dict[str, dict[str, Any]]:
+        """The ``scores`` entries of one split: ``TEST`` (entries without a ``split``) or ``VALIDATION``."""
+        return {t: e for t, e in self.scores.items() if e.get("split", TEST) == split}
 
     @property
     def message(self) -> str:
@@ -145,6 +164,10 @@ class Record:
         data["cell"] = self.cell.to_json()
         data["status"] = self.status.value
         data["diagnostics"] = None if self.diagnostics is None else self.diagnostics.model_dump(mode="json")
+        if self.fusion is None:
+            del data["fusion"]  # records of other cells keep the bytes and checksums they had before fusion
+        else:
+            data["fusion"] = self.fusion.model_dump(mode="json")
         data["checksum"] = checksum(data)
         return data
 
@@ -162,7 +185,8 @@ class Record:
             fields = {k: v for k, v in data.items() if k != "checksum"}
             return cls(**{**fields, "cell": Cell.from_json(fields["cell"]), "status": Outcome(fields["status"]),
                           "timing": Timing(**(fields.get("timing") or {})),
-                          "diagnostics": _diagnostics(fields.get("diagnostics"))})
+                          "diagnostics": _diagnostics(fields.get("diagnostics")),
+                          "fusion": None if fields.get("fusion") is None else FusionCost.model_validate(fields["fusion"])})
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordError(f"not a record of this schema ({exc})") from None
 

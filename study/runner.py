@@ -7,6 +7,7 @@ sweep goes on; only a full disk or an interrupt stops it.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import traceback
@@ -17,9 +18,9 @@ from typing import Any, Callable
 
 from study.errors import NotApplicable
 from study.gcpolicy import warm_up
-from study.plan import BASE, ENSEMBLE, SINGLE, Cell
+from study.plan import BASE, ENSEMBLE, FUSION, FUSION_PREFIX, SINGLE, Cell
 from study.prepare import SweepContext
-from study.record import Outcome, Record, Timing, now
+from study.record import VALIDATION, Outcome, Record, Timing, mark_split, now
 from study.store import StoreFullError, Store, worker_id
 
 
@@ -71,11 +72,19 @@ class CellRunner:
 
             base = self.ctx.base_model(base_name)
             spec = self.ctx.sweep.evaluation
-            tasks = resolve_tasks(spec.tasks, self.ctx.zoo_root)
+            tasks = resolve_tasks(spec.tasks, self.ctx.zoo_root) + [v.spec for v in self.validation]
             device = {} if spec.backend == "vllm" else {"device": self._eval_device()}  # vLLM places the model itself
             self.evaluators[base_name] = get_backend(spec.backend)(base.path, spec, tasks,
                                                                    trust_remote_code=base.ref.trust_remote_code, **device)
         return self.evaluators[base_name]
+
+    @functools.cached_property
+    def validation(self) -> list[Any]:
+        """The sweep's validation tasks (``study.validation``; none without ``selection``), scored in the same
+        lm-eval call as the test tasks, so a cell merges once."""
+        from study.validation import validation_tasks
+
+        return validation_tasks(self.ctx.sweep, self.ctx.zoo_root, self.ctx.zoo)
 
     def _eval_device(self) -> str:
         import torch
@@ -130,6 +139,57 @@ class CellRunner:
                 "method_version": get_method(cell.method).version,
                 "identities": {label: self.ctx.models[label].identity for label in (base, *cell.checkpoints)}}
 
+    def fusion(self, cell: Cell) -> tuple[dict[str, Any], Any]:
+        """A fusion cell's trained weights and cost (``study.fusion.cell``): the subset's checkpoints teach the
+        target on the corpus; teachers' distributions are cached under the store's ``fusion/teachers`` (shared by
+        every cell naming the teacher) and training checkpoints under ``fusion/train``, so a killed cell resumes
+        its training where the last checkpoint left it."""
+        from study.fusion.cell import Teacher, fuse_and_train
+        from study.fusion.corpus import evaluated_prompts
+        from study.fusion.registry import get_fusion_method
+        from study.statistics.cache import statistics_dir
+        from study.statistics.compute import load_model
+        from study.statistics.spec import CalibrationSpec
+
+        info = get_fusion_method(cell.method.removeprefix(FUSION_PREFIX))
+        given = dict(cell.resolved_params)
+        target, corpus = given.pop("target"), CalibrationSpec.model_validate(given.pop("corpus"))
+        base = self.ctx.base_model(cell.base)
+        device = self._fusion_device()
+        tokenizers: dict[str, Any] = {}
+
+        def loader(label: str | None) -> Any:
+            src = None if label is None else self.source(self.ctx.models[label].path, self.source(base.path))
+            return lambda: load_model(base.path, src, device)
+
+        def tokenizer() -> Any:  # teachers of one base share its tokenizer, as they do in a merge
+            if "base" not in tokenizers:
+                from transformers import AutoTokenizer
+
+                tokenizers["base"] = AutoTokenizer.from_pretrained(str(base.path))
+            return tokenizers["base"]
+
+        teachers = [Teacher(self.ctx.models[label].identity, loader(label), tokenizer) for label in cell.checkpoints]
+        root = (self.store.root if self.store is not None else statistics_dir().parent) / "fusion"
+        evaluator = self.evaluator(cell.base)
+        task_dict = getattr(evaluator, "task_dict", None)
+        return fuse_and_train(info, info.resolve_params(given), corpus, teachers,
+                              loader(None if target == BASE else target), cache_dir=root / "teachers", device=device,
+                              evaluated=evaluated_prompts(task_dict) if task_dict else None,
+                              checkpoint=root / "train" / f"{cell.cell_id}.pt")
+
+    def _fusion_device(self) -> str:
+        """Where a fusion cell runs: the sweep's ``merge.device``; CUDA asked for and absent is an error, not a
+        silent CPU run (training takes minutes there, and its weights differ from a CUDA run's)."""
+        import torch
+
+        from study.errors import UserError
+
+        if self.ctx.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"merge.device is {self.ctx.device} but this machine has no CUDA device: a fusion cell "
+                            f"trains where the sweep says; run it on a GPU node or set merge.device: cpu")
+        return self.ctx.device
+
     def compute(self, cell: Cell) -> tuple[Record, list[dict[str, Any]] | None, dict[str, bytes] | None]:
         """Merge and evaluate one cell; returns its record, samples and lm-eval files (``study.lm_eval_files``).
         Never raises for a cell's own failure."""
@@ -138,7 +198,7 @@ class CellRunner:
         try:
             if cell.not_applicable:
                 raise NotApplicable(cell.not_applicable)
-            summary = None
+            summary = fusion_cost = None
             if cell.method == ENSEMBLE:
                 from study.ensemble import evaluate_ensemble
 
@@ -147,6 +207,10 @@ class CellRunner:
                 evaluator = self.evaluator(cell.base)
                 own = getattr(evaluator, "evaluate_ensemble", None)  # a backend that scores ensembles its own way
                 result = own(states) if own else evaluate_ensemble(evaluator, states)
+            elif cell.kind == FUSION:
+                state, fusion_cost = self.fusion(cell)
+                t1 = time.perf_counter()
+                result = self.evaluator(cell.base).evaluate(state)
             else:
                 diagnostics = self.diagnostics(cell)
                 state = self.weights(cell, observe=diagnostics)
@@ -169,9 +233,10 @@ class CellRunner:
             return Record.new(cell, Outcome.FAILED, worker=worker, started=started,
                               error=f"{type(exc).__name__}: {first}", traceback=traceback.format_exc(),
                               timing=Timing(total_s=time.perf_counter() - t0)), None, None
-        return (Record.new(cell, Outcome.DONE, worker=worker, started=started, scores=result.scores,
+        scores = mark_split(result.scores, {v.name for v in self.validation}, VALIDATION)
+        return (Record.new(cell, Outcome.DONE, worker=worker, started=started, scores=scores,
                            backend=result.backend, timing=Timing(merge_s=t1 - t0, eval_s=t2 - t1, total_s=t2 - t0),
-                           merge=self.merge_provenance(cell), diagnostics=summary),
+                           merge=self.merge_provenance(cell), diagnostics=summary, fusion=fusion_cost),
                 result.samples, files)
 
     def run_one(self, cell: Cell, *, retry_failed: bool = False) -> Outcome:

@@ -115,6 +115,14 @@ def test_twelve_series_have_distinct_colour_and_line_style_pairs_and_markers():
     assert series_styles(list(reversed(keys))) == series_styles(keys)  # same look whatever the order
 
 
+def test_colour_and_marker_pairs_stay_distinct_past_fourteen_series():
+    """The zoo study draws 15 series: with marker i mod 14, series 0 and 14 shared colour and marker."""
+    methods = ["task_arithmetic", "ties", "dare_ties", "della", "tsv_merge", "iso_c", "karcher", "regmean", "aim"]
+    keys = [series_key(m, json.dumps({"x": i})) for m in methods for i in range(5)]
+    styles = series_styles(keys)
+    assert len({(s.color, s.marker) for s in styles.values()}) == len(keys) == 45
+
+
 def test_every_builtin_method_has_a_family():
     assert not [m for m in BUILTIN if FAMILY_OF.get(m, OTHER) == OTHER]
 

@@ -188,3 +188,16 @@ def test_report_writes_paired_csv_the_support_section_and_new_summary_columns(fa
     md = (out / "report.md").read_text()
     assert "## What the intervals support" in md and "**Small n" in md and "### paired.csv" in md
     assert out / "figures" / "paired_matrix.png" in written
+
+
+def test_the_written_difference_interval_has_the_sign_of_its_sentence():
+    """"a above b by 0.39" must come with the interval of a − b ([+0.34, +0.45]), not of b − a."""
+    from study.analysis.support import _paired_lines
+
+    row = {"base": "zoo", "k": 8, "method_a": "ties", "params_a": "{}", "method_b": "model_stock",
+           "params_b": "{}", "mean_diff": -0.39, "ci_low": -0.45, "ci_high": -0.34, "p_holm": 0.01,
+           "significant": True, "n_subsets": 8, "small_n": False}
+    lines = _paired_lines(pd.DataFrame([row]), {})
+    said = next(line for line in lines if "above" in line)
+    assert said.startswith("- zoo, k = 8: model_stock above ties by 0.3900")
+    assert "[+0.3400, +0.4500]" in said

@@ -53,7 +53,14 @@ def test_environment_defaults_never_override_the_user(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    configure_vllm_environment()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        configure_vllm_environment()
+        # torch read OMP_NUM_THREADS at import: the variable alone would leave this process on 2 threads
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and os.environ["VLLM_TARGET_DEVICE"] == "cpu"
     assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "4" and os.environ["OMP_NUM_THREADS"] == "1"
     monkeypatch.delenv("VLLM_TARGET_DEVICE")

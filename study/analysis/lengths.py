@@ -35,7 +35,7 @@ import pandas as pd
 
 from study.analysis.tables import CELL_COLUMNS, cell_row
 from study.plan import BASE, SINGLE, Plan
-from study.record import Outcome, Record
+from study.record import VALIDATION, Outcome, Record
 from study.store import Store
 
 AVG_TASK = "Avg."
@@ -79,8 +79,10 @@ def per_cell_lengths(plan: Plan, records: dict[str, Record | None], store: Store
             continue
         if cell.cell_id not in stats:
             stats[cell.cell_id] = cell_length_stats(store.samples(cell.cell_id), max_gen_toks)
+        validation = rec.split_scores(VALIDATION)  # a selection sweep's validation tasks: not what is reported
         for task, values in stats[cell.cell_id].items():
-            rows.append({**cell_row(cell), "task": task, **values})
+            if task not in validation:
+                rows.append({**cell_row(cell), "task": task, **values})
     return pd.DataFrame(rows, columns=[*CELL_COLUMNS, "task", "n_samples", *STATS])
 
 

@@ -85,13 +85,17 @@ REFERENCE_COLUMNS = ["base", "k", "reference", "n", "gain_mean", "gain_ci_low", 
 
 @cache
 def own_task(checkpoint: str) -> str | None:
-    """The task a checkpoint names as its own: a zoo expert's skill task (``zoo:add`` -> ``zoo_add``, from the
-    zoo's spec, so no built zoo is needed); None for a checkpoint that names none (a hub or local model)."""
-    from study.zoo.spec import EXPERTS
-    from study.zoo.spec import own_task as expert_task
+    """The task a checkpoint names as its own: a zoo expert's skill task (``zoo:add`` and ``zoo-bpe:add`` ->
+    ``zoo_add``, from the family's spec, so no built zoo is needed); None for a checkpoint that names none (a
+    hub or local model)."""
+    from study.zoo.family import get_family
+    from study.zoo.names import split_model_ref
 
-    name = checkpoint.removeprefix("zoo:")
-    return expert_task(name) if checkpoint.startswith("zoo:") and name in EXPERTS else None
+    zoo_ref = split_model_ref(checkpoint)
+    if zoo_ref is None:
+        return None
+    family = get_family(zoo_ref[0])
+    return family.own_task(zoo_ref[1]) if zoo_ref[1] in family.experts else None
 
 
 def normalised_score(of: dict[tuple[str, str], float], cell_id: str, singles: dict[str, str],

@@ -27,11 +27,14 @@ ENSEMBLE = "ensemble"
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F0E442"]
 """Okabe & Ito (2008) without black, ordered so that neighbours differ most; yellow, the faintest on white,
 comes last."""
-MARKERS = ["o", "s", "^", "D", "v", "P", "*", "h", "<", ">", "p", "X", "d", "H"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "*", "X", "<", ">", "d", "p", "h", "H"]
+"""Ordered so that markers that look alike at figure size (o/h/H/p) are far apart in the list."""
 DASHED = "--"
 
 TASK_VECTOR, SUBSPACE, SPHERICAL, DATA, OTHER, REFERENCE = (
     "task-vector", "subspace", "spherical", "data-dependent", "other", "reference")
+FUSION = "fusion"
+"""Knowledge fusion (``fusion:<name>`` series, ``study.fusion``): trained, not merged, so a family of its own."""
 FAMILY_OF: dict[str, str] = {
     **{m: TASK_VECTOR for m in ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs",
                                 "breadcrumbs_ties", "della", "della_linear", "sce", "model_stock")},
@@ -41,17 +44,18 @@ FAMILY_OF: dict[str, str] = {
     ENSEMBLE: REFERENCE,
 }
 """Each built-in method's family (docs/methods.md); a method not listed here (a plugin) is ``other``."""
-FAMILY_ORDER = [TASK_VECTOR, SUBSPACE, SPHERICAL, DATA, OTHER, REFERENCE]
+FAMILY_ORDER = [TASK_VECTOR, SUBSPACE, SPHERICAL, DATA, OTHER, FUSION, REFERENCE]
 FAMILY_LINESTYLES: dict[str, list[Any]] = {
     TASK_VECTOR: ["-", (0, (9, 1.5))],
     SUBSPACE: ["-.", (0, (9, 1.5, 1.5, 1.5))],
     SPHERICAL: [":", (0, (1, 3))],
     DATA: [(0, (5, 1.5, 1, 1.5, 1, 1.5)), (0, (9, 1.5, 1, 1.5, 1, 1.5))],
     OTHER: [(0, (3, 3, 1, 3)), (0, (1, 1, 1, 4))],
+    FUSION: [(0, (6, 2, 1, 2, 1, 2, 1, 2)), (0, (12, 2, 1, 2))],
 }
 """A family's line styles: the first for its first 7 series, the second for the next 7; none is dashed."""
 FAMILY_WORDS = {TASK_VECTOR: "solid", SUBSPACE: "dash-dot", SPHERICAL: "dotted", DATA: "dash-dot-dot",
-                OTHER: "loose dash-dot", REFERENCE: "dashed"}
+                OTHER: "loose dash-dot", FUSION: "dash-dot-dot-dot", REFERENCE: "dashed"}
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,10 @@ def series_key(method: str, params: str) -> str:
 
 
 def family(method: str) -> str:
-    """The family a method's curves are drawn in (``FAMILY_OF``; ``other`` for a method not listed)."""
+    """The family a method's curves are drawn in (``FAMILY_OF``; ``fusion`` for ``fusion:<name>``; ``other`` for a
+    method not listed)."""
+    if method.startswith("fusion:"):
+        return FUSION
     return FAMILY_OF.get(method, OTHER)
 
 
@@ -130,11 +137,12 @@ def series_styles(keys: list[str]) -> dict[str, SeriesStyle]:
     """A style per series key, assigned in ``series_order`` so a series looks the same in every figure.
 
     Ensemble series get the reference style. Merge series number 0, 1, ... across families: series i gets
-    colour i mod 7 and marker i mod 14; the j-th series of its family gets the family's line style number
-    (j div 7). Two series with the same colour are a multiple of 7 apart: in different families their line
-    styles differ; in one family (its series are consecutive) 7 apart, the second style tells them apart, so
-    every (colour, line style) pair is distinct while no family has more than 14 series, and a family of up to
-    7 series is drawn in one line style.
+    colour i mod 7 and marker (i + i div 7) mod 14; the j-th series of its family gets the family's line style
+    number (j div 7). Two series with the same colour are 7m apart and their markers 8m apart (mod 14), so every
+    (colour, marker) pair is distinct up to 49 series; besides, in different families their line styles differ,
+    in one family (its series are consecutive) the second style tells them apart, so every (colour, line style)
+    pair is distinct while no family has more than 14 series, and a family of up to 7 series is drawn in one
+    line style.
     """
     styles = {}
     merges = [k for k in series_order(keys) if family(k.split(" ", 1)[0]) != REFERENCE]
@@ -143,7 +151,8 @@ def series_styles(keys: list[str]) -> dict[str, SeriesStyle]:
         fam = family(key.split(" ", 1)[0])
         j = seen[fam] = seen.get(fam, -1) + 1
         lines = FAMILY_LINESTYLES[fam]
-        styles[key] = SeriesStyle(color=OKABE_ITO[i % len(OKABE_ITO)], marker=MARKERS[i % len(MARKERS)],
+        marker = MARKERS[(i + i // len(OKABE_ITO)) % len(MARKERS)]
+        styles[key] = SeriesStyle(color=OKABE_ITO[i % len(OKABE_ITO)], marker=marker,
                                   linestyle=lines[(j // len(OKABE_ITO)) % len(lines)])
     for key in keys:
         if family(key.split(" ", 1)[0]) == REFERENCE:

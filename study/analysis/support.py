@@ -129,8 +129,10 @@ def _paired_lines(paired: pd.DataFrame, labels: dict[str, str], top: int = 3) ->
     for r in sig.reindex(sig.mean_diff.abs().sort_values(ascending=False).index).head(top).itertuples(index=False):
         a, b = _name(labels, r.method_a, r.params_a), _name(labels, r.method_b, r.params_b)
         hi_, lo_ = (a, b) if r.mean_diff > 0 else (b, a)
+        # the interval of hi_ minus lo_, so it has the sign of the sentence ("above by 0.39, [+0.34, +0.45]")
+        low, high = (r.ci_low, r.ci_high) if r.mean_diff > 0 else (-r.ci_high, -r.ci_low)
         lines.append(f"- {r.base}, k = {r.k}: {hi_} above {lo_} by {abs(r.mean_diff):.4f} "
-                     f"(interval of the difference [{r.ci_low:+.4f}, {r.ci_high:+.4f}], Holm p = {r.p_holm:.4f}, "
+                     f"(interval of the difference [{low:+.4f}, {high:+.4f}], Holm p = {r.p_holm:.4f}, "
                      f"{r.n_subsets} subsets{', small n' if r.small_n else ''}).")
     leaders = _leaders(paired)
     if leaders:

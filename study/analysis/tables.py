@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 
 from study.plan import Cell, Plan
-from study.record import Outcome, Record
+from study.record import TEST, Outcome, Record
 from study.store import Store
 
 SCORE_COLUMNS: dict[str, str] = {
@@ -63,15 +63,17 @@ def load_records(plan: Plan, store: Store) -> dict[str, Record | None]:
     return {cid: store.get(cid) for cid in plan.by_id()}
 
 
-def scores_table(plan: Plan, records: dict[str, Record | None]) -> pd.DataFrame:
-    """The rows of ``scores.parquet``, in plan order then task order as recorded."""
+def scores_table(plan: Plan, records: dict[str, Record | None], split: str = TEST) -> pd.DataFrame:
+    """The rows of ``scores.parquet``, in plan order then task order as recorded: the test scores. With
+    ``split=VALIDATION``, the same columns for a selection sweep's validation scores (``study.analysis.selection``;
+    never written to ``scores.parquet``, so every measure and figure reads test scores only)."""
     rows = []
     for cell in plan.cells:
         rec = records.get(cell.cell_id)
         if rec is None or rec.status != Outcome.DONE:
             continue
         ident = cell_row(cell)
-        for task, entry in rec.scores.items():
+        for task, entry in rec.split_scores(split).items():
             rows.append({**ident, "task": task, "benchmark": entry.get("benchmark", task), "metric": entry["metric"],
                          "score": float(entry["score"])})
     frame = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
