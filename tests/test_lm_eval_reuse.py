@@ -7,20 +7,8 @@ from __future__ import annotations
 import pytest
 
 from study.config import EvaluationSpec
-from study.tensors import SafetensorsSource
 
 SPEC = dict(tasks=["zoo:all"], limit=5, batch_size=32, max_gen_toks=32)
-
-
-@pytest.fixture(scope="module")
-def cells(built_zoo):
-    def load(name):
-        src = SafetensorsSource(built_zoo.model(name))
-        return {n: src.get(n) for n in src.names()}
-
-    base, add, capital = load("base"), load("add"), load("capital")
-    merge = {n: base[n] + 0.5 * ((add[n] - base[n]) + (capital[n] - base[n])) for n in base}
-    return [("base", base), ("add", add), ("merge", merge), ("base again", base)]
 
 
 def _reported(result):
@@ -28,24 +16,24 @@ def _reported(result):
     return out["results"], out["samples"], result.samples
 
 
-def test_reused_requests_and_tokens_report_what_lm_eval_reports(built_zoo, cells, monkeypatch):
+def test_reused_requests_and_tokens_report_what_lm_eval_reports(built_zoo, zoo_cell_states, monkeypatch):
     from study import lm_eval_reuse
     from study.evaluate import Evaluator, resolve_tasks
 
     spec = EvaluationSpec(**SPEC)
     tasks = resolve_tasks(spec.tasks)
     reusing = Evaluator(built_zoo.model("base"), spec, tasks)
-    got = [_reported(reusing.evaluate(state)) for _, state in cells]
+    got = [_reported(reusing.evaluate(state)) for _, state in zoo_cell_states]
     assert all(getattr(t.build_all_requests, "kept", None) for t in reusing.task_dict["tasks"].values())
     assert reusing.lm.tok_encode.kept
 
     monkeypatch.setattr(lm_eval_reuse, "reuse_requests", lambda task_dict: None)
     monkeypatch.setattr(lm_eval_reuse, "reuse_tokens", lambda lm: None)
     plain = Evaluator(built_zoo.model("base"), spec, tasks)
-    want = [_reported(plain.evaluate(state)) for _, state in cells]
+    want = [_reported(plain.evaluate(state)) for _, state in zoo_cell_states]
     assert not hasattr(plain.lm.tok_encode, "kept")
 
-    for (label, _), g, w in zip(cells, got, want):
+    for (label, _), g, w in zip(zoo_cell_states, got, want):
         assert g == w, label
     assert got[0] != got[1] and got[3] == got[0]
 

@@ -138,18 +138,6 @@ ZOO_SPEC = dict(tasks=["zoo:all"], limit=20, batch_size=32, max_gen_toks=48)
 
 
 @pytest.fixture(scope="module")
-def zoo_states(built_zoo):
-    """The cell sequence: base → expert → merge of two experts → base (weights as the runner hands them)."""
-    def load(name):
-        src = SafetensorsSource(built_zoo.model(name))
-        return {n: src.get(n) for n in src.names()}
-
-    base, add, capital = load("base"), load("add"), load("capital")
-    merge = {n: base[n] + 0.5 * ((add[n] - base[n]) + (capital[n] - base[n])) for n in base}
-    return [("base", base), ("add", add), ("merge", merge), ("base again", base)]
-
-
-@pytest.fixture(scope="module")
 def resident(built_zoo):
     import vllm  # noqa: F401  (the vllm tier runs where it is installed: a missing vllm fails, never skips)
     from study.evaluate import resolve_tasks
@@ -163,7 +151,7 @@ def _comparable(result: EvalResult):
 
 
 @pytest.mark.vllm
-def test_resident_engine_scores_what_a_fresh_engine_scores(request, zoo_states, built_zoo, tmp_path):
+def test_resident_engine_scores_what_a_fresh_engine_scores(request, zoo_cell_states, built_zoo, tmp_path):
     """Exact equality, scores and every sample: both engines run the same kernels on the same weights.
 
     The fresh engines run (one at a time) before the resident one starts: in-process engines share the
@@ -174,14 +162,14 @@ def test_resident_engine_scores_what_a_fresh_engine_scores(request, zoo_states, 
     spec = EvaluationSpec(**ZOO_SPEC, backend="vllm")
     tasks = resolve_tasks(spec.tasks)
     fresh = {}
-    for label, state in zoo_states:
+    for label, state in zoo_cell_states:
         ev = VllmEvaluator(write_model_dir(built_zoo.model("base"), state, tmp_path / label), spec, tasks)
         fresh[label] = _comparable(ev.evaluate(None))
         ev.lm = None
         del ev
     resident = request.getfixturevalue("resident")
     seen = {}
-    for label, state in zoo_states:
+    for label, state in zoo_cell_states:
         got = resident.evaluate(state)
         assert got.backend["engine"] == "resident" and got.backend["engine_starts"] == 1, label
         seen[label] = _comparable(got)
@@ -191,7 +179,7 @@ def test_resident_engine_scores_what_a_fresh_engine_scores(request, zoo_states, 
 
 
 @pytest.mark.vllm
-def test_vllm_scores_equal_the_hf_backend_on_the_zoo(resident, zoo_states, built_zoo):
+def test_vllm_scores_equal_the_hf_backend_on_the_zoo(resident, zoo_cell_states, built_zoo):
     """Every task score equal, and every multiple-choice pick and generated response equal.
 
     Tolerance: none on scores. vLLM's CPU kernels and HF's differ in float32 summation order (log-likelihoods
@@ -202,7 +190,7 @@ def test_vllm_scores_equal_the_hf_backend_on_the_zoo(resident, zoo_states, built
     from study.evaluate import Evaluator
 
     hf = Evaluator(built_zoo.model("base"), EvaluationSpec(**ZOO_SPEC), resident.tasks)
-    for label, state in zoo_states:
+    for label, state in zoo_cell_states:
         v_scores, v_samples = _comparable(resident.evaluate(state))
         h_scores, h_samples = _comparable(hf.evaluate(state))
         assert v_scores == h_scores, label
@@ -210,8 +198,8 @@ def test_vllm_scores_equal_the_hf_backend_on_the_zoo(resident, zoo_states, built
 
 
 @pytest.mark.vllm
-def test_the_ensemble_is_scored_by_hf_and_says_so(resident, zoo_states):
-    _, add = zoo_states[1]
+def test_the_ensemble_is_scored_by_hf_and_says_so(resident, zoo_cell_states):
+    _, add = zoo_cell_states[1]
     ens = resident.evaluate_ensemble([add, add])
     assert ens.backend == {"name": "hf", "note": ENSEMBLE_NOTE}
     assert _comparable(ens)[0] == _comparable(resident.evaluate(add))[0]

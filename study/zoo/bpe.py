@@ -18,7 +18,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from study.zoo.skills import SKILLS, mixture, rng
-from study.zoo.tokenizer import BOS, CHAT_TEMPLATE, EOS, PAD, SPECIAL_TOKENS, UNK
+from study.zoo.tokenizer import BOS, SPECIAL_TOKENS, as_transformers_tokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -57,7 +57,6 @@ def build_bpe_tokenizer() -> PreTrainedTokenizerFast:
     """Train the byte-level BPE on ``corpus()`` and wrap it like the character tokenizer: same special tokens
     at the same ids (``<pad>`` = 0), ``<s>`` prepended on ``encode``, same chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -74,14 +73,4 @@ def build_bpe_tokenizer() -> PreTrainedTokenizerFast:
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, bos)]
     )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=PAD,
-        unk_token=UNK,
-        chat_template=CHAT_TEMPLATE,
-        model_max_length=512,
-        padding_side="right",
-        clean_up_tokenization_spaces=False,
-    )
+    return as_transformers_tokenizer(tok)

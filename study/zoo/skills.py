@@ -107,8 +107,14 @@ class Skill:
             facts = self.space()
             rng("eval-order", self.name).shuffle(facts)
             return facts[:n]
-        r, seen, facts, misses = rng("eval", self.name), set(), [], 0
-        while len(facts) < n and misses < 2000:
+        return self.draw_eval_facts(rng("eval", self.name), n, set(), max_misses=2000)
+
+    def draw_eval_facts(self, r: random.Random, n: int, seen: set[str], max_misses: int) -> list[Fact]:
+        """Up to ``n`` distinct facts reserved for evaluation whose questions are not in ``seen`` (updated), drawn
+        from ``r``; stops after ``max_misses`` draws in a row that give nothing new (the reserve is exhausted).
+        Shared by the test documents and the validation split, which passes the test questions as ``seen``."""
+        facts, misses = [], 0
+        while len(facts) < n and misses < max_misses:
             fact = self.sample(r)
             if self.is_eval(fact.question) and fact.question not in seen:
                 seen.add(fact.question)

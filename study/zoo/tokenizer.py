@@ -10,7 +10,7 @@ exactly as the training sequences do.
 from __future__ import annotations
 
 import string
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -46,7 +46,6 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     """A ``WordLevel`` model over single characters: the pre-tokenizer isolates every character, ``Fuse``
     joins them back on decode, and a template post-processor prepends ``<s>``."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
 
     vocab = vocabulary()
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
@@ -56,6 +55,14 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]
     )
     tok.add_special_tokens(list(SPECIAL_TOKENS))
+    return as_transformers_tokenizer(tok)
+
+
+def as_transformers_tokenizer(tok: Any) -> PreTrainedTokenizerFast:
+    """A ``tokenizers.Tokenizer`` as the zoo's Hugging Face tokenizer: its special tokens, chat template and
+    settings, the same for every zoo family (char and bpe), so lm-eval and training treat them alike."""
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=BOS,

@@ -49,16 +49,7 @@ def _facts(spec: TaskSpec) -> list[Fact]:
     if not skill.heldout:
         return []
     asked = {d["question"] for d in documents(spec)}
-    r, seen, out, misses = rng("validation", skill.name), set(asked), [], 0
-    while len(out) < spec.docs and misses < MISSES:
-        fact = skill.sample(r)
-        if skill.is_eval(fact.question) and fact.question not in seen:
-            seen.add(fact.question)
-            out.append(fact)
-            misses = 0
-        else:
-            misses += 1
-    return out
+    return skill.draw_eval_facts(rng("validation", skill.name), spec.docs, asked, max_misses=MISSES)
 
 
 @cache
