@@ -4,7 +4,6 @@ hashes) and every metric equal those of lm-eval's own path, which rebuilds and r
 
 from __future__ import annotations
 
-import pytest
 
 from study.config import EvaluationSpec
 
