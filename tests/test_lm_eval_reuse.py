@@ -4,7 +4,6 @@ hashes) and every metric equal those of lm-eval's own path, which rebuilds and r
 
 from __future__ import annotations
 
-
 from study.config import EvaluationSpec
 
 SPEC = dict(tasks=["zoo:all"], limit=5, batch_size=32, max_gen_toks=32)
